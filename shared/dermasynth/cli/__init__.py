@@ -1,0 +1,18 @@
+"""``dermasynth``: the command line for engineers. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from dermasynth.cli import data
+
+app = typer.Typer(help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()

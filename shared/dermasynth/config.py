@@ -1,0 +1,74 @@
+"""Settings: the one place DermaSynth reads its environment.
+
+Every process builds one :class:`Settings` through :func:`get_settings`. Variables use the
+``DERMASYNTH_`` prefix (``DERMASYNTH_REDIS_URL``, ``DERMASYNTH_S3_ENDPOINT`` ...); a ``.env`` file in
+the working directory is read too. In ``production`` the defaults that are only safe on a laptop
+(the S3 secret, the API-key pepper) are refused.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_S3_SECRET = "minioadmin"
+DEFAULT_KEY_PEPPER = "dermasynth-development-pepper"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the library, the CLI and every service."""
+
+    model_config = SettingsConfigDict(env_prefix="DERMASYNTH_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Object storage: a local folder by default, S3/MinIO in compose and Kubernetes.
+    store: Literal["filesystem", "s3"] = "filesystem"
+    store_root: Path = Path("var/store")
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: SecretStr = SecretStr(DEFAULT_S3_SECRET)
+    s3_bucket: str = "dermasynth"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # Broker and job state.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    job_key_prefix: str = "dermasynth"
+
+    # Inference.
+    triton_url: str = "127.0.0.1:8000"
+    gateway_url: str = "http://127.0.0.1:8080"
+
+    # Security and limits.
+    api_key_pepper: SecretStr = SecretStr(DEFAULT_KEY_PEPPER)
+    max_image_pixels: int = Field(default=50_000_000, gt=0, description="decompression-bomb guard")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_upload_files: int = Field(default=50_000, gt=0)
+    max_prediction_images: int = Field(default=32, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        insecure = []
+        if self.s3_secret_key.get_secret_value() == DEFAULT_S3_SECRET and self.store == "s3":
+            insecure.append("DERMASYNTH_S3_SECRET_KEY")
+        if self.api_key_pepper.get_secret_value() == DEFAULT_KEY_PEPPER:
+            insecure.append("DERMASYNTH_API_KEY_PEPPER")
+        if insecure:
+            raise ValueError(
+                "production refuses development defaults; set " + ", ".join(insecure) + " to real secrets"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once; tests call ``get_settings.cache_clear()`` to re-read."""
+    return Settings()
