@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dermasynth.storage import FilesystemStore, InvalidKey, ObjectNotFound, ObjectStore, S3Store
+from dermasynth.storage import FilesystemStore, InvalidKey, ObjectNotFound, ObjectStore, PrefixedStore, S3Store
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -74,3 +74,16 @@ def test_presigned_url(store: ObjectStore) -> None:
     else:
         assert url is not None
         assert httpx.get(url).content == b"# report"
+
+
+def test_prefixed_view(store: ObjectStore) -> None:
+    run = PrefixedStore(store, "runs/job-1")
+    run.put_bytes("checkpoint.pth", b"ck")
+    run.put_bytes("epochs/001.pth", b"e1")
+    store.put_bytes("runs/job-10/checkpoint.pth", b"other job")
+    assert store.get_bytes("runs/job-1/checkpoint.pth") == b"ck"
+    assert run.list() == ["checkpoint.pth", "epochs/001.pth"]
+    run.copy("checkpoint.pth", "best.pth")
+    assert run.get_bytes("best.pth") == b"ck" and run.exists("best.pth")
+    with pytest.raises(InvalidKey):
+        run.get_bytes("../job-10/checkpoint.pth")

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dermasynth.config import Settings
 from dermasynth.storage.base import InvalidKey, ObjectNotFound, ObjectStore, check_key
 from dermasynth.storage.filesystem import FilesystemStore
+from dermasynth.storage.prefixed import PrefixedStore
 from dermasynth.storage.s3 import S3Store
 
-__all__ = ["FilesystemStore", "InvalidKey", "ObjectNotFound", "ObjectStore", "S3Store", "check_key", "open_store"]
+__all__ = [
+    "FilesystemStore", "InvalidKey", "ObjectNotFound", "ObjectStore", "PrefixedStore", "S3Store",
+    "check_key", "open_store",
+]
 
 
 def open_store(settings: Settings) -> ObjectStore:
