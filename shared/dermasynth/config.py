@@ -39,7 +39,16 @@ class Settings(BaseSettings):
 
     # Broker and job state.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    job_key_prefix: str = "dermasynth"
+    job_key_prefix: str = Field(default="dermasynth", pattern=r"^[A-Za-z0-9_\-.]{1,64}$",
+                                description="prefix of every Redis key: job records, API keys, Celery queues")
+    job_visibility_timeout_s: int = Field(default=12 * 3600, gt=0, description="un-acked jobs are redelivered "
+                                          "after this long; longer than the longest job step between checkpoints")
+    job_lease_s: int = Field(default=60, ge=3, description="a running job's lease; a worker renews it every "
+                             "third of it, and a redelivered job waits for a dead worker's lease to expire")
+    job_max_retries: int = Field(default=5, ge=0, le=50, description="retries after transient storage/network errors")
+    job_log_lines: int = Field(default=2000, gt=0, description="log lines kept per job")
+    cache_root: Path = Field(default=Path("var/cache"), description="datasets fetched from the store, per worker")
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535, description="worker /metrics port; 0 = off")
 
     # Inference.
     triton_url: str = "127.0.0.1:8000"
@@ -51,6 +60,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_upload_files: int = Field(default=50_000, gt=0)
     max_prediction_images: int = Field(default=32, gt=0, le=1024)
+    max_upload_expanded_bytes: int = Field(default=4 * 1024**3, gt=0,
+                                           description="zip-bomb guard: total uncompressed bytes of an upload")
+    max_upload_ratio: int = Field(default=100, gt=1, description="zip-bomb guard: largest compression ratio of a "
+                                  "member")
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
