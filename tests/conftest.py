@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,11 @@ import pytest
 from dermasynth.data.demo import make_demo_dataset
 from dermasynth.data.manifest import Manifest
 
-REAL_HAM10000 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150"
+# The real data sits beside the repository (../shared); DERMASYNTH_REAL_HAM10000 points elsewhere.
+REAL_HAM10000 = Path(os.environ.get(
+    "DERMASYNTH_REAL_HAM10000",
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150",
+))
 
 
 def free_port() -> int:
