@@ -36,3 +36,13 @@ def test_train_transform_is_random_and_same_shape() -> None:
 def test_preprocessing_round_trips_through_json() -> None:
     pre = Preprocessing(image_size=64, crop="none")
     assert Preprocessing.model_validate_json(pre.model_dump_json()) == pre
+
+
+def test_pixels_then_normalizer_equal_the_eval_transform() -> None:
+    img = Image.effect_mandelbrot((80, 60), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    for crop in ("center", "none"):
+        pre = Preprocessing(image_size=24, crop=crop)
+        pixels = pre.pixels_transform()(img)
+        assert pixels.dtype == torch.uint8 and pixels.shape == (3, 24, 24)
+        normalized = pre.pixel_normalizer()(pixels.unsqueeze(0))[0]
+        assert torch.allclose(normalized, pre.eval_transform()(img), atol=1e-6)

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,6 +45,18 @@ class Preprocessing(BaseModel):
         """PIL RGB image -> normalized float tensor (3, S, S): what validation, export and serving use."""
         return v2.Compose([*self._geometry(), *self._to_tensor()])
 
+    def pixels_transform(self) -> v2.Compose:
+        """PIL RGB image -> uint8 tensor (3, S, S): the eval geometry without scaling or normalization.
+
+        Serving sends these pixels (a quarter of the bytes of floats) and the exported model starts with
+        :meth:`pixel_normalizer`, so ``pixel_normalizer()(pixels_transform(img))`` equals ``eval_transform(img)``.
+        """
+        return v2.Compose([*self._geometry(), v2.PILToTensor()])
+
+    def pixel_normalizer(self) -> PixelNormalize:
+        """The scaling and normalization of :meth:`eval_transform` as a module over uint8 batches."""
+        return PixelNormalize(self.mean, self.std)
+
     def train_transform(self, augment: Augmentation | None = None) -> v2.Compose:
         """The eval transform's geometry with random zoom, flips, rotation and colour jitter."""
         aug = augment or Augmentation()
@@ -68,6 +81,21 @@ class Preprocessing(BaseModel):
         mean = torch.tensor(self.mean, device=batch.device).view(-1, 1, 1)
         std = torch.tensor(self.std, device=batch.device).view(-1, 1, 1)
         return (batch * std + mean).clamp(0, 1)
+
+
+class PixelNormalize(nn.Module):
+    """uint8 pixels (N, 3, S, S) -> normalized floats, as ``ToDtype(scale=True)`` then ``Normalize`` do.
+
+    A module (mean and std are buffers), so it moves between devices and exports with the model.
+    """
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.to(torch.float32) * (1.0 / 255.0) - self.mean) / self.std
 
 
 class Augmentation(BaseModel):
