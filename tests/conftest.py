@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ REAL_HAM10000 = Path(os.environ.get(
     "DERMASYNTH_REAL_HAM10000",
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150",
 ))
+# Tests keep their Redis keys on DB 11 under a prefix unique to each test, and delete them afterwards.
+TEST_REDIS_URL = os.environ.get("DERMASYNTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def free_port() -> int:
@@ -43,6 +46,35 @@ def s3_endpoint() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (a real server; tests that need it are skipped, saying so, when it is not running)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {TEST_REDIS_URL} ({exc}); start redis-server or set DERMASYNTH_TEST_REDIS_URL")
+    return TEST_REDIS_URL
+
+
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix:`` (only the keys a test made; never the whole database)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix unique to this test on the test Redis; its keys are deleted afterwards."""
+    prefix = f"dstest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_redis_prefix(redis_url, prefix)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
