@@ -89,6 +89,9 @@ class PixelNormalize(nn.Module):
     A module (mean and std are buffers), so it moves between devices and exports with the model.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
