@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from dermasynth.data.images import RejectReason
@@ -41,3 +43,16 @@ class DatasetStats(BaseModel):
     classes: dict[str, int]
     splits: dict[str, dict[str, int]]
     sources: dict[str, int]
+
+
+class DatasetInfo(BaseModel):
+    """A dataset kept in the object store under ``datasets/{id}/``: ``GET /v1/datasets/{id}``."""
+
+    id: str
+    name: str
+    origin: str = Field(description="upload, store (registered from a store prefix), synthesis or local")
+    created_at: datetime
+    format: str = Field(description="the layout it was imported from, or 'manifest'")
+    stats: DatasetStats
+    job_id: str | None = Field(default=None, description="the synthesis job that made it")
+    parent_id: str | None = Field(default=None, description="the dataset a synthesis job started from")

@@ -1,0 +1,11 @@
+"""API keys: issued once, stored only as a peppered hash, with scopes; revoked keys stop working at once."""
+
+from __future__ import annotations
+
+from dermasynth.auth.keys import ApiKey, IssuedKey, KeyRejected, Scope, hash_secret, parse_token
+from dermasynth.auth.store import ApiKeyStore, KeyNotFound, RedisApiKeyStore
+
+__all__ = [
+    "ApiKey", "ApiKeyStore", "IssuedKey", "KeyNotFound", "KeyRejected", "RedisApiKeyStore", "Scope", "hash_secret",
+    "parse_token",
+]

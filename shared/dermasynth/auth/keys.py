@@ -1,0 +1,70 @@
+"""API-key tokens, scopes and hashing.
+
+A token reads ``dsk_<id>_<secret>``: the id (12 hex digits) finds the stored key, the secret (43
+URL-safe characters, 256 bits) proves it. Only ``HMAC-SHA256(pepper, secret)`` is stored; the pepper
+(``DERMASYNTH_API_KEY_PEPPER``) lives outside the key store, so a copy of Redis alone cannot be used
+to check guesses. Secrets are random, so a fast keyed hash is enough (no password stretching needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+TOKEN_PREFIX = "dsk"
+_TOKEN = re.compile(r"^dsk_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
+
+
+class Scope(StrEnum):
+    """What a key may do: engineers manage datasets, jobs and models; clinicians ask for predictions."""
+
+    ENGINEER = "engineer"
+    CLINICIAN = "clinician"
+
+
+class ApiKey(BaseModel):
+    """A key as listed and as the gateway sees its caller (never holds the secret or its hash)."""
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class IssuedKey(BaseModel):
+    """A new key and its token, shown once."""
+
+    key: ApiKey
+    token: str = Field(description="send as 'Authorization: Bearer <token>' or 'X-API-Key: <token>'")
+
+
+class KeyRejected(Exception):
+    """A token that does not authenticate; the message says why without echoing the token."""
+
+
+def parse_token(token: str) -> tuple[str, str]:
+    """Split a token into its key id and secret.
+
+    Raises:
+        KeyRejected: if the token is not shaped like a DermaSynth API key.
+    """
+    match = _TOKEN.match(token.strip())
+    if match is None:
+        raise KeyRejected("malformed API key: expected 'dsk_<12 hex digits>_<43 characters>' as issued by "
+                          "`dermasynth keys create`")
+    return match.group(1), match.group(2)
+
+
+def hash_secret(pepper: str, secret: str) -> str:
+    """The stored form of a key's secret: hex HMAC-SHA256 keyed with the pepper."""
+    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()

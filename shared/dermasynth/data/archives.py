@@ -1,0 +1,135 @@
+"""Unpacking uploaded zip archives safely: zip-slip, zip-bomb and resource limits.
+
+Every check that can be made from the archive's directory is made before a byte is written: member
+count, unsafe paths (absolute, ``..``, drive letters, links), encryption, duplicate names, declared
+total size and per-member compression ratio. While extracting, the bytes actually produced are
+counted too, so an archive that lies in its directory is stopped as soon as it does.
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dermasynth.labels import HAM10000_CLASSES
+
+_CHUNK = 1 << 20
+_RATIO_FLOOR = 1 << 20  # small members (a CSV of zeros) may compress well; the ratio check starts above 1 MiB
+_IGNORED_PARTS = frozenset({"__MACOSX"})  # resource forks macOS adds to zips; never data
+
+
+class ArchiveRejected(ValueError):
+    """An upload that is refused as a whole; ``reason`` is a short code, the message says what and why."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an archive may hold."""
+
+    max_files: int
+    max_expanded_bytes: int
+    max_ratio: int
+
+
+def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
+    name = info.filename
+    if "\x00" in name or "\\" in name:
+        raise ArchiveRejected("unsafe_path", f"member {name!r}: backslashes and NUL characters are not accepted "
+                              "in archive paths; use '/'")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0].endswith(":")):
+        raise ArchiveRejected("unsafe_path", f"member {name!r} points outside the archive (absolute path, drive "
+                              "letter or '..'); paths must be relative and stay inside it")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise ArchiveRejected("unsafe_path", f"member {name!r} is a symbolic link; links are not accepted")
+    return path
+
+
+def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Check an archive's directory against ``limits`` and return its file members with their safe paths.
+
+    Raises:
+        ArchiveRejected: naming the first member or limit that is broken.
+    """
+    members: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    seen: set[str] = set()
+    declared = 0
+    for info in archive.infolist():
+        path = _member_path(info)
+        if info.is_dir() or not path.parts or _IGNORED_PARTS & set(path.parts):
+            continue
+        if info.flag_bits & 0x1:
+            raise ArchiveRejected("encrypted", f"member {info.filename!r} is encrypted; upload an unencrypted zip")
+        if path.as_posix().lower() in seen:
+            raise ArchiveRejected("duplicate_member", f"member {info.filename!r} appears twice in the archive")
+        seen.add(path.as_posix().lower())
+        if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise ArchiveRejected("zip_bomb", f"member {info.filename!r} expands {info.compress_size} bytes to "
+                                  f"{info.file_size} (ratio above {limits.max_ratio}): refused as a zip bomb")
+        declared += info.file_size
+        members.append((info, path))
+        if len(members) > limits.max_files:
+            raise ArchiveRejected("too_many_files", f"the archive holds more than {limits.max_files} files "
+                                  "(DERMASYNTH_MAX_UPLOAD_FILES)")
+    if declared > limits.max_expanded_bytes:
+        raise ArchiveRejected("zip_bomb", f"the archive expands to {declared} bytes, more than the "
+                              f"{limits.max_expanded_bytes} accepted (DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)")
+    if not members:
+        raise ArchiveRejected("empty_archive", "the archive holds no files")
+    return members
+
+
+def extract_archive(source: Path, dest: Path, limits: ArchiveLimits) -> Path:
+    """Unpack the zip ``source`` into ``dest`` after :func:`check_archive`, counting the bytes written.
+
+    Returns:
+        The dataset root: ``dest``, or its only top-level folder when the archive wraps everything in one.
+
+    Raises:
+        ArchiveRejected: if the file is not a readable zip, breaks a limit, or a member expands beyond
+            its declared size.
+    """
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveRejected("not_a_zip", f"the upload is not a readable zip archive ({exc}); upload a .zip of "
+                              "the dataset folder") from exc
+    with archive:
+        members = check_archive(archive, limits)
+        written = 0
+        for info, path in members:
+            target = dest.joinpath(*path.parts)
+            if not target.resolve().is_relative_to(dest.resolve()):
+                raise ArchiveRejected("unsafe_path", f"member {info.filename!r} points outside the archive")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, target.open("wb") as out:
+                    member_bytes = 0
+                    while chunk := src.read(_CHUNK):
+                        member_bytes += len(chunk)
+                        written += len(chunk)
+                        if member_bytes > info.file_size or written > limits.max_expanded_bytes:
+                            raise ArchiveRejected("zip_bomb", f"member {info.filename!r} expands beyond its "
+                                                  "declared size or the upload limit: refused as a zip bomb")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError,
+                    ValueError) as exc:
+                if isinstance(exc, ArchiveRejected):
+                    raise
+                raise ArchiveRejected("corrupt_member", f"member {info.filename!r} cannot be extracted: {exc}") from exc
+    return _dataset_root(dest)
+
+
+def _dataset_root(dest: Path) -> Path:
+    """Step into a lone top-level folder (a zipped dataset folder), unless it is a class folder itself."""
+    entries = list(dest.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() not in HAM10000_CLASSES:
+        return entries[0]
+    return dest
