@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # Inference.
     triton_url: str = "127.0.0.1:8000"
     gateway_url: str = "http://127.0.0.1:8080"
+    triton_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for one Triton call")
+    serving_model: str = Field(default="classifier", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
+                               description="the Triton model POST /v1/predictions uses unless a request names one")
+    prediction_retention_days: int = Field(default=0, ge=0, le=3650, description="keep images sent for prediction "
+                                           "(metadata stripped) this many days; 0: never kept")
+    deploy_settle_s: float = Field(default=3.0, ge=0, description="how long the old version keeps serving after a "
+                                   "deploy moved the live pointer (longer than the gateways' refresh)")
 
     # Security and limits.
     api_key_pepper: SecretStr = SecretStr(DEFAULT_KEY_PEPPER)
