@@ -1,0 +1,1 @@
+"""Classifier training: torchvision backbones, class balance, mixed precision, DDP, resumable checkpoints."""

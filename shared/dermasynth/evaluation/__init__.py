@@ -1,0 +1,1 @@
+"""Honest evaluation on real images: metrics with confidence intervals, figures, reports."""
