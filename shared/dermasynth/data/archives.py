@@ -12,6 +12,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from dermasynth.labels import HAM10000_CLASSES
 
@@ -86,8 +87,9 @@ def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple
     return members
 
 
-def extract_archive(source: Path, dest: Path, limits: ArchiveLimits) -> Path:
-    """Unpack the zip ``source`` into ``dest`` after :func:`check_archive`, counting the bytes written.
+def extract_archive(source: Path | IO[bytes], dest: Path, limits: ArchiveLimits) -> Path:
+    """Unpack the zip ``source`` (a path or a seekable binary file) into ``dest`` after :func:`check_archive`,
+    counting the bytes written.
 
     Returns:
         The dataset root: ``dest``, or its only top-level folder when the archive wraps everything in one.

@@ -12,6 +12,7 @@ import csv
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from dermasynth.data.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from dermasynth.data.importer import import_dataset
@@ -73,9 +74,10 @@ def ingest_folder(registry: DatasetRegistry, src: Path, *, name: str, origin: st
     return info, report
 
 
-def ingest_archive(registry: DatasetRegistry, archive: Path, *, name: str,
+def ingest_archive(registry: DatasetRegistry, archive: Path | IO[bytes], *, name: str,
                    options: IngestOptions) -> tuple[DatasetInfo, ImportReport]:
-    """Unpack an uploaded zip under the archive limits, then :func:`ingest_folder` it.
+    """Unpack an uploaded zip (a path or a seekable binary file) under the archive limits, then
+    :func:`ingest_folder` it.
 
     Raises:
         ArchiveRejected: not a zip, unsafe paths, a zip bomb, too many files.

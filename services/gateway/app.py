@@ -1,0 +1,78 @@
+"""The gateway's app factory: ``uvicorn services.gateway.app:create_app --factory``.
+
+Extension points for other routers (predictions, models):
+- include the router below, next to the others;
+- protect it with ``EngineerKey`` / ``ClinicianKey`` or ``require_scope(...)`` from ``services.gateway.deps``;
+- add what it needs to :class:`~services.gateway.services.Services` (built once in the lifespan);
+- register readiness checks with :func:`~services.gateway.readiness.register_ready_check`
+  (e.g. Triton's) and metrics on ``app.state.metrics.registry``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dermasynth.config import Settings, get_settings
+from services.gateway.errors import install_error_handlers
+from services.gateway.metrics import GatewayMetrics, install_metrics
+from services.gateway.readiness import register_ready_check
+from services.gateway.routers import datasets, health, jobs
+from services.gateway.services import Services
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """DermaSynth's HTTP API: datasets, GAN synthesis, training, evaluation and experiment jobs.
+
+Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`), issued by an
+operator with `dermasynth keys create`. Engineer keys reach datasets and jobs; clinician keys reach
+predictions. Errors are JSON: `{"detail": "...", "reason": "..."}`.
+
+DermaSynth is research software, not a medical device."""
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the gateway.
+
+    Args:
+        settings: defaults to the services' settings, else the process settings (``DERMASYNTH_*``).
+        services: clients to use, attached at once (tests); by default they are built from the settings
+            when the app starts and closed when it stops.
+    """
+    settings = settings or (services.settings if services is not None else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            yield
+            return
+        built = Services.from_settings(settings)
+        attach_services(app, built)
+        logger.info("gateway ready: store=%s redis=%s", settings.store, settings.redis_url.rsplit("@", 1)[-1])
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(title="DermaSynth", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  max_body_size=settings.max_upload_bytes)
+    app.state.ready_checks = {}
+    install_metrics(app, GatewayMetrics())
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    if services is not None:
+        attach_services(app, services)
+    return app
+
+
+def attach_services(app: FastAPI, services: Services) -> None:
+    """Make ``services`` the app's clients, with their readiness checks and queue metrics."""
+    app.state.services = services
+    register_ready_check(app, "redis", services.jobs.ping)
+    register_ready_check(app, "store", lambda: services.store.exists("catalog/ready-probe"))
+    app.state.metrics.watch_queues(services.dispatcher.queue_lengths)

@@ -1,0 +1,113 @@
+"""Dependencies as typed aliases: handlers declare what they need (``jobs: JobStoreDep``, ``key: EngineerKey``).
+
+Routers added later reuse these: ``EngineerKey`` / ``ClinicianKey`` (or ``require_scope(...)``) for
+authentication and scopes, ``SettingsDep``, ``StoreDep``, ``RegistryDep`` and ``JobStoreDep`` for the
+shared clients, ``MetricsDep`` for the app's Prometheus registry. Tests replace any of them with
+``app.dependency_overrides``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from dermasynth.auth import ApiKey, KeyRejected, RedisApiKeyStore, Scope
+from dermasynth.config import Settings
+from dermasynth.data.registry import DatasetRegistry
+from dermasynth.jobs import RedisJobStore
+from dermasynth.jobs.queues import CeleryDispatcher
+from dermasynth.storage import ObjectStore
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.services import Services
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    """The app's Prometheus metrics."""
+    metrics: GatewayMetrics = request.app.state.metrics
+    return metrics
+
+
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+
+
+def get_services(request: Request) -> Services:
+    """The process's shared clients (built in the app's lifespan)."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings_dep(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_store(services: ServicesDep) -> ObjectStore:
+    return services.store
+
+
+def get_registry(services: ServicesDep) -> DatasetRegistry:
+    return services.registry
+
+
+def get_jobs(services: ServicesDep) -> RedisJobStore:
+    return services.jobs
+
+
+def get_keys(services: ServicesDep) -> RedisApiKeyStore:
+    return services.keys
+
+
+def get_dispatcher(services: ServicesDep) -> CeleryDispatcher:
+    return services.dispatcher
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+RegistryDep = Annotated[DatasetRegistry, Depends(get_registry)]
+JobStoreDep = Annotated[RedisJobStore, Depends(get_jobs)]
+KeyStoreDep = Annotated[RedisApiKeyStore, Depends(get_keys)]
+DispatcherDep = Annotated[CeleryDispatcher, Depends(get_dispatcher)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `dermasynth keys create`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same API key, as a header")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def authenticate(keys: KeyStoreDep,
+                 bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+                 header: Annotated[str | None, Security(_header)] = None) -> ApiKey:
+    """The caller's live API key, from ``Authorization: Bearer`` or ``X-API-Key``; 401 otherwise."""
+    token = bearer.credentials if bearer is not None else header
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>' or "
+                            "'X-API-Key: <key>' (operators issue keys with `dermasynth keys create`)", _CHALLENGE)
+    try:
+        return keys.authenticate(token)
+    except KeyRejected as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"API key refused: {exc}", _CHALLENGE) from None
+
+
+CallerDep = Annotated[ApiKey, Depends(authenticate)]
+
+
+def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
+    """A dependency that lets through keys holding ``scope`` (403 for other keys, 401 without a key)."""
+
+    def check(key: CallerDep) -> ApiKey:
+        if scope not in key.scopes:
+            held = ", ".join(s.value for s in key.scopes)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.id} has the scope(s) {held}; this "
+                                f"endpoint needs the {scope.value} scope")
+        return key
+
+    check.__name__ = f"require_{scope.value}"
+    return check
+
+
+EngineerKey = Annotated[ApiKey, Depends(require_scope(Scope.ENGINEER))]
+ClinicianKey = Annotated[ApiKey, Depends(require_scope(Scope.CLINICIAN))]

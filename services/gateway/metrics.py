@@ -1,0 +1,82 @@
+"""Prometheus metrics of one gateway: requests by route, job submissions, and queue lengths at scrape time.
+
+Each app has its own :class:`~prometheus_client.CollectorRegistry` (``app.state.metrics.registry``), so
+several apps can live in one process (tests) and routers added later can register their own metrics
+on it: ``Counter("dermasynth_predictions_total", "...", registry=app.state.metrics.registry)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+
+class QueueLengthCollector(Collector):
+    """``dermasynth_queue_length{queue}``: messages waiting per Celery queue, read when Prometheus scrapes."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("dermasynth_queue_length", "Jobs waiting on each queue", labels=["queue"])
+        try:
+            lengths = self.read()
+        except Exception:  # the broker is down: report nothing rather than failing the whole scrape
+            lengths = {}
+        for queue, length in sorted(lengths.items()):
+            family.add_metric([queue], length)
+        yield family
+
+
+class GatewayMetrics:
+    """The gateway's metric objects, on the app's own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.requests = Counter("dermasynth_http_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("dermasynth_http_request_seconds", "HTTP request latency by route",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.jobs_submitted = Counter("dermasynth_jobs_submitted_total", "Jobs accepted by kind", ["kind"],
+                                      registry=self.registry)
+
+    def watch_queues(self, read: Callable[[], dict[str, int]]) -> None:
+        """Also export the queue lengths ``read`` returns."""
+        self.registry.register(QueueLengthCollector(read))
+
+
+def _route_of(request: Request) -> str:
+    """The matched route's path template (``/v1/jobs/{job_id}``), so labels stay few; unknown paths share one."""
+    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+
+
+def install_metrics(app: FastAPI, metrics: GatewayMetrics) -> None:
+    """Count and time every request, and serve ``GET /metrics`` in the Prometheus text format."""
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response: Response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = _route_of(request)
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,283 @@
+"""What every job task does around its work: idempotence, leases, state, progress, logs, cancel, retries.
+
+A task calls :func:`run_job` with its job id and a body (``JobContext -> result dict``). Around the
+body this module:
+
+1. skips a job that has finished (its record is final or its completion marker exists);
+2. takes the job's lease, or retries later while another live worker holds it (a redelivered message
+   of a job whose worker still runs), and renews it from a heartbeat thread;
+3. moves the job to ``running`` (attempts + 1) and validates its parameters again;
+4. passes the body a progress callback that writes progress to the job store and raises
+   :class:`~dermasynth.progress.Cancelled` once a user asked to cancel;
+5. writes ``runs/{job_id}/_COMPLETE.json`` last, then marks the job succeeded; or marks it cancelled
+   (its last checkpoint stays), failed with its error, or queued again for a retry after a transient
+   storage/network error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Task
+from pydantic import BaseModel
+
+from dermasynth.data.manifest import Manifest
+from dermasynth.jobs import JobNotFound, JobRecord, JobState, run_prefix
+from dermasynth.jobs.params import parse_params
+from dermasynth.jobs.store import JobStore
+from dermasynth.jobs.submission import COMPLETION_MARKER
+from dermasynth.progress import Cancelled, Progress
+from dermasynth.storage import ObjectStore, PrefixedStore
+from services.worker.failures import describe, is_transient
+from services.worker.metrics import JOB_OUTCOMES, JOB_SECONDS
+from services.worker.resources import WorkerResources, worker_resources
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.5
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (this one stalled past its lease); stop without touching its state."""
+
+
+class Heartbeat:
+    """Renews the job's lease every third of its length from a daemon thread."""
+
+    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float) -> None:
+        self.jobs, self.job_id, self.owner, self.lease_s = jobs, job_id, owner, lease_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.jobs.renew_lease(self.job_id, self.owner, self.lease_s):
+                    self.lost = True
+                    return
+            except Exception:  # Redis hiccup: try again at the next beat, the lease has slack
+                logger.warning("job %s: could not renew the lease", self.job_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class ProgressReporter:
+    """The progress callback handed to engines: stores progress (throttled) and checks the cancel flag."""
+
+    def __init__(self, jobs: JobStore, job_id: str, heartbeat: Heartbeat) -> None:
+        self.jobs, self.job_id, self.heartbeat = jobs, job_id, heartbeat
+        self._last_write = 0.0
+        self._last_key: tuple[str, int | None] | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        key = (progress.phase, progress.epoch)
+        if key != self._last_key:
+            logger.info("%s", _describe_progress(progress))
+        if key != self._last_key or now - self._last_write >= PROGRESS_INTERVAL_S:
+            self.jobs.set_progress(self.job_id, progress)
+            self._last_write, self._last_key = now, key
+            if self.jobs.cancel_requested(self.job_id):
+                raise Cancelled(f"job {self.job_id} was cancelled by a user")
+            if self.heartbeat.lost:
+                raise LeaseLost(f"job {self.job_id}: another worker holds the lease now")
+
+
+def _describe_progress(progress: Progress) -> str:
+    """One log line for a new phase or epoch: where the job is and its numbers so far (never data)."""
+    parts = [f"phase {progress.phase}"]
+    if progress.epoch is not None:
+        parts.append(f"epoch {progress.epoch}" + (f"/{progress.total_epochs}" if progress.total_epochs else ""))
+    if progress.metrics:
+        parts.append(", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                               for name, value in sorted(progress.metrics.items())))
+    if progress.message:
+        parts.append(progress.message)
+    return "; ".join(parts)
+
+
+class JobLogHandler(logging.Handler):
+    """Copies log records of the job's thread into the job's log (messages only, never data)."""
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        super().__init__(logging.INFO)
+        self.jobs, self.job_id = jobs, job_id
+        self.thread = threading.get_ident()
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        try:
+            self.jobs.append_log(self.job_id, self.format(record))
+        except Exception:  # a log line must never fail the job
+            self.handleError(record)
+
+
+@contextmanager
+def job_logs(jobs: JobStore, job_id: str) -> Iterator[None]:
+    """Send the library's and the worker's log records to the job's log while the job runs."""
+    handler = JobLogHandler(jobs, job_id)
+    loggers = [logging.getLogger("dermasynth"), logging.getLogger("services.worker")]
+    for each in loggers:
+        each.addHandler(handler)
+        if each.getEffectiveLevel() > logging.INFO:
+            each.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeHandler(handler)
+
+
+@dataclass
+class JobContext:
+    """What a job body works with."""
+
+    record: JobRecord
+    params: BaseModel
+    resources: WorkerResources
+    progress: Callable[[Progress], None]
+    _datasets: dict[str, Manifest] = field(default_factory=dict)
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.resources.store
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.resources.jobs
+
+    @property
+    def out(self) -> PrefixedStore:
+        """The job's own outputs: ``runs/{job_id}/``."""
+        return PrefixedStore(self.store, run_prefix(self.record.id))
+
+    def dataset(self, dataset_id: str) -> Manifest:
+        """A published dataset as a local folder (downloaded once per worker, sha-checked)."""
+        if dataset_id not in self._datasets:
+            logger.info("fetching dataset %s", dataset_id)
+            self._datasets[dataset_id] = self.resources.registry.fetch(dataset_id)
+            logger.info("dataset %s: %d images", dataset_id, len(self._datasets[dataset_id]))
+        return self._datasets[dataset_id]
+
+
+JobBody = Callable[[JobContext], dict[str, Any]]
+
+
+def worker_name(task: Task) -> str:
+    """``hostname:pid`` of this worker process (the lease owner)."""
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(task: Task, job_id: str, body: JobBody) -> None:
+    """Run one job's body with everything listed in the module docstring.
+
+    Raises:
+        celery.exceptions.Retry: to run the job again later (lease held elsewhere, transient error).
+    """
+    try:
+        resources = worker_resources()
+        record = resources.jobs.get(job_id)
+        if record.terminal:
+            logger.info("job %s is already %s; not running it again", job_id, record.state.value)
+            return
+        marker = f"{run_prefix(job_id)}/{COMPLETION_MARKER}"
+        if resources.store.exists(marker):
+            result = json.loads(resources.store.get_bytes(marker))
+            resources.jobs.transition(job_id, JobState.SUCCEEDED, result=result)
+            logger.info("job %s had finished (completion marker found); marked succeeded", job_id)
+            return
+    except JobNotFound:
+        logger.warning("job %s is not in the job store (expired or from another deployment); dropping it", job_id)
+        return
+    except Exception as exc:
+        retry = _retry(task, job_id, exc) if is_transient(exc) else exc
+        if retry is exc:
+            _fail_if_possible(job_id, exc)
+            raise
+        raise retry from exc
+    owner = worker_name(task)
+    lease_s = resources.settings.job_lease_s
+    if not resources.jobs.acquire_lease(job_id, owner, lease_s):
+        logger.info("job %s is held by another live worker; checking again in %d s", job_id, lease_s)
+        raise task.retry(countdown=lease_s)
+    started = time.monotonic()
+    outcome = "failed"
+    try:
+        outcome = _run_held(task, record, body, resources, owner, marker)
+    finally:
+        resources.jobs.release_lease(job_id, owner)
+        JOB_OUTCOMES.labels(record.kind.value, outcome).inc()
+        JOB_SECONDS.labels(record.kind.value).observe(time.monotonic() - started)
+
+
+def _retry(task: Task, job_id: str, exc: Exception) -> Exception:
+    """A retry after a transient error, ``exc`` itself once the retries allowed are spent."""
+    retries, allowed = task.request.retries, worker_resources().settings.job_max_retries
+    if retries >= allowed:
+        return exc
+    delay = min(300, 5 * 2**retries)
+    logger.warning("job %s: transient error (%s); retry %d/%d in %d s", job_id, describe(exc), retries + 1, allowed,
+                   delay)
+    return task.retry(exc=exc, countdown=delay, throw=False)
+
+
+def _fail_if_possible(job_id: str, exc: Exception) -> None:
+    """Record a failure that happened before the job started, if the job store can be reached."""
+    try:
+        worker_resources().jobs.transition(job_id, JobState.FAILED, error=describe(exc))
+    except Exception:
+        logger.exception("job %s: could not record its failure (%s)", job_id, describe(exc))
+
+
+def _run_held(task: Task, record: JobRecord, body: JobBody, resources: WorkerResources, owner: str,
+              marker: str) -> str:
+    """The part of :func:`run_job` done while holding the lease; returns the outcome for the metrics."""
+    jobs, settings, job_id = resources.jobs, resources.settings, record.id
+    if jobs.cancel_requested(job_id):
+        jobs.transition(job_id, JobState.CANCELLED)
+        return "cancelled"
+    record = jobs.transition(job_id, JobState.RUNNING, worker=owner)
+    with job_logs(jobs, job_id), Heartbeat(jobs, job_id, owner, settings.job_lease_s) as heartbeat:
+        logger.info("job %s (%s) attempt %d on %s", job_id, record.kind.value, record.attempts, owner)
+        try:
+            params = parse_params(record.kind, record.params)
+            context = JobContext(record, params, resources, ProgressReporter(jobs, job_id, heartbeat))
+            result = body(context)
+            resources.store.put_bytes(marker, json.dumps(result, indent=2).encode(), "application/json")
+            jobs.transition(job_id, JobState.SUCCEEDED, result=result)
+            logger.info("job %s succeeded", job_id)
+            return "succeeded"
+        except Cancelled:
+            jobs.transition(job_id, JobState.CANCELLED, result={"run": run_prefix(job_id)})
+            logger.info("job %s cancelled; its last checkpoint is kept under %s/", job_id, run_prefix(job_id))
+            return "cancelled"
+        except LeaseLost:
+            logger.warning("job %s: lease lost to another worker; stopping this copy", job_id)
+            return "lease_lost"
+        except Exception as exc:
+            retry = _retry(task, job_id, exc) if is_transient(exc) else exc
+            if retry is not exc:
+                jobs.transition(job_id, JobState.QUEUED)
+                raise retry from exc
+            logger.exception("job %s failed: %s", job_id, describe(exc))
+            jobs.transition(job_id, JobState.FAILED, error=describe(exc))
+            return "failed"

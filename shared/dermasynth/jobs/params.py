@@ -1,0 +1,98 @@
+"""The parameters of each job kind, validated with sensible bounds before a job is queued.
+
+``POST /v1/jobs`` takes ``{"kind": ..., "params": {...}}``; the kind picks the model below. Engine
+options reuse the engines' own validated configs (:class:`~dermasynth.classifier.config.TrainConfig`,
+:class:`~dermasynth.gan.config.GanConfig`), so the API accepts exactly what the engines accept, with a
+few limits added for requests that come over the network (no local file paths, bounded step counts).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from dermasynth.classifier.config import TrainConfig
+from dermasynth.jobs.records import JobKind
+
+DatasetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")]
+JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Split = Literal["val", "test"]
+
+
+def _no_local_path(weights: str | None) -> str | None:
+    if weights is not None and ("/" in weights or "\\" in weights or weights.endswith((".pth", ".pt"))):
+        raise ValueError(f"weights {weights!r}: a local file cannot be named over the API; use None (train from "
+                         "scratch) or a torchvision weights name such as 'ResNet18_Weights.IMAGENET1K_V1'")
+    return weights
+
+
+class TrainingParams(BaseModel):
+    """Train a classifier on a dataset, then evaluate its best epoch on real held-out images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: DatasetId
+    config: TrainConfig = Field(default_factory=TrainConfig, description="the classifier training options")
+    evaluate_split: Split | None = Field(default="test", description="evaluate the best epoch on this split "
+                                         "when training ends (None: skip)")
+    tta: bool = Field(default=False, description="test-time augmentation in that evaluation")
+
+    @field_validator("config")
+    @classmethod
+    def _remote_safe(cls, config: TrainConfig) -> TrainConfig:
+        _no_local_path(config.weights)
+        return config
+
+
+class EvaluationParams(BaseModel):
+    """Evaluate a finished training job's model on a split of a dataset (its own dataset by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    training_job_id: JobId
+    dataset_id: DatasetId | None = Field(default=None, description="None: the dataset the model was trained on")
+    split: Split = "test"
+    tta: bool = False
+    which: Literal["best", "latest"] = "best"
+    bootstrap: int = Field(default=1000, ge=0, le=10_000, description="resamples for the 95% intervals")
+
+
+class TrainingRequest(BaseModel):
+    """``POST /v1/jobs`` for a training job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[JobKind.TRAINING]
+    params: TrainingParams
+
+
+class EvaluationRequest(BaseModel):
+    """``POST /v1/jobs`` for an evaluation job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[JobKind.EVALUATION]
+    params: EvaluationParams
+
+
+JobRequest = Annotated[TrainingRequest | EvaluationRequest, Field(discriminator="kind")]
+"""A job submission: the kind picks the parameter model."""
+
+PARAMS: dict[JobKind, type[BaseModel]] = {
+    JobKind.TRAINING: TrainingParams,
+    JobKind.EVALUATION: EvaluationParams,
+}
+
+
+def parse_params(kind: JobKind, params: dict[str, Any]) -> BaseModel:
+    """Validate a stored job's parameters again (what a worker does before it runs the job).
+
+    Raises:
+        ValueError: for a kind this installation cannot run.
+        pydantic.ValidationError: for parameters its model refuses.
+    """
+    if kind not in PARAMS:
+        raise ValueError(f"job kind {kind.value!r} cannot run here; kinds available: "
+                         f"{', '.join(k.value for k in PARAMS)}")
+    return PARAMS[kind].model_validate(params)

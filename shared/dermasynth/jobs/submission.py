@@ -1,0 +1,112 @@
+"""Submitting, cancelling and inspecting jobs: the logic behind the gateway's jobs routes and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from dermasynth.data.registry import DatasetRegistry
+from dermasynth.jobs.queues import QUEUE_OF
+from dermasynth.jobs.records import JobKind, JobRecord, JobState, run_prefix
+from dermasynth.jobs.store import JobNotFound, JobStore
+from dermasynth.storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+COMPLETION_MARKER = "_COMPLETE.json"
+"""Written last under ``runs/{job_id}/``: a job whose marker exists has finished and is not run again."""
+
+
+class JobDispatcher(Protocol):
+    """Puts jobs on their queue and takes them off (see :class:`~dermasynth.jobs.queues.CeleryDispatcher`)."""
+
+    def submit(self, record: JobRecord) -> None:
+        """Enqueue the job."""
+
+    def revoke(self, job_id: str) -> None:
+        """Drop the job's message if no worker started it."""
+
+
+class UnknownReference(ValueError):
+    """Parameters that name a dataset or job that does not exist (or cannot serve)."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The broker could not take the job; the job is recorded as failed with the reason."""
+
+
+class Artefact(BaseModel):
+    """One output file of a job."""
+
+    path: str = Field(description="relative to the job's run folder, e.g. 'metrics.json'")
+    size: int
+    url: str | None = Field(default=None, description="a time-limited direct download URL, when the store has them")
+
+
+def check_references(params: BaseModel, jobs: JobStore, registry: DatasetRegistry) -> None:
+    """Make sure every dataset and job the parameters name exists and can serve.
+
+    Raises:
+        UnknownReference: naming the missing dataset or unusable job.
+    """
+    dataset_id = getattr(params, "dataset_id", None)
+    if dataset_id is not None and not registry.exists(dataset_id):
+        raise UnknownReference(f"dataset {dataset_id!r} is not published; upload or register it first "
+                               "(GET /v1/datasets lists the datasets)")
+    training_job_id = getattr(params, "training_job_id", None)
+    if training_job_id is not None:
+        try:
+            training = jobs.get(training_job_id)
+        except JobNotFound:
+            raise UnknownReference(f"training_job_id {training_job_id!r}: no such job") from None
+        if training.kind != JobKind.TRAINING or training.state != JobState.SUCCEEDED:
+            raise UnknownReference(f"training_job_id {training_job_id!r} is a {training.state.value} "
+                                   f"{training.kind.value} job; a succeeded training job is needed")
+
+
+def submit_job(kind: JobKind, params: BaseModel, *, owner: str, jobs: JobStore, dispatcher: JobDispatcher,
+               registry: DatasetRegistry) -> JobRecord:
+    """Record a queued job and put it on its queue; never waits for it to run.
+
+    Raises:
+        UnknownReference: the parameters name something that does not exist.
+        QueueUnavailable: the broker refused the message (the job is then recorded as failed).
+    """
+    check_references(params, jobs, registry)
+    record = jobs.create(JobRecord(id=uuid.uuid4().hex, kind=kind, queue=QUEUE_OF[kind],
+                                   params=params.model_dump(mode="json"), owner=owner))
+    try:
+        dispatcher.submit(record)
+    except Exception as exc:  # any broker failure: the job must not stay queued forever
+        jobs.transition(record.id, JobState.FAILED, error=f"could not enqueue the job: {exc}")
+        raise QueueUnavailable(f"the job queue is unavailable ({exc}); job {record.id} was not queued") from exc
+    logger.info("job %s (%s) queued on %s by key %s", record.id, kind.value, record.queue, owner)
+    return record
+
+
+def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRecord:
+    """Cancel a job: a queued one at once; a running one stops at its next step, keeping its last checkpoint.
+
+    Raises:
+        JobNotFound: no such job.
+        InvalidTransition: the job has already finished.
+    """
+    record = jobs.request_cancel(job_id)
+    try:
+        dispatcher.revoke(job_id)
+    except Exception:  # revoking is an optimisation: the cancel flag alone stops the job
+        logger.warning("could not broadcast the revoke of job %s; its cancel flag still stops it", job_id,
+                       exc_info=True)
+    logger.info("job %s: cancel requested (%s)", job_id, record.state.value)
+    return record
+
+
+def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(hours=1)) -> list[Artefact]:
+    """The files under ``runs/{job_id}/``, with direct URLs where the store can sign them."""
+    prefix = f"{run_prefix(job_id)}/"
+    return [Artefact(path=key[len(prefix):], size=store.size(key), url=store.presigned_url(key, url_expiry))
+            for key in store.list(prefix)]
