@@ -7,10 +7,14 @@ import logging
 import typer
 
 from dermasynth.cli import data
+from dermasynth.cli.evaluate import evaluate
+from dermasynth.cli.train import train
 
 app = typer.Typer(help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(data.app, name="data")
+app.command("train")(train)
+app.command("evaluate")(evaluate)
 
 
 def main() -> None:
