@@ -13,6 +13,9 @@ import pytest
 from dermasynth.data.demo import make_demo_dataset
 from dermasynth.data.manifest import Manifest
 
+# A trained, exported classifier served by one real tritonserver per session (started on first use).
+pytest_plugins = ["tests.triton_fixtures"]
+
 # The real data sits beside the repository (../shared); DERMASYNTH_REAL_HAM10000 points elsewhere.
 REAL_HAM10000 = Path(os.environ.get(
     "DERMASYNTH_REAL_HAM10000",

@@ -1,0 +1,218 @@
+"""The prediction logic behind ``POST /v1/predictions``, independent of HTTP.
+
+Per request: every image is checked (:func:`~dermasynth.data.images.inspect_image`: decoded fully,
+pixel count capped), decoded to RGB pixels (metadata never leaves this step: only the pixels go on,
+and a stripped copy only when retention is on), resized and cropped by the live version's own
+:class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8 batch, to the inference
+server; Triton's dynamic batcher merges concurrent requests. Unusable images become per-image
+errors; the rest are answered with their top-k classes, the abstention decision and, on request, a
+Grad-CAM overlay. Logs carry the request id, counts and timings, never image content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy.special import softmax
+
+from dermasynth.data.images import inspect_image, load_rgb
+from dermasynth.labels import CLASS_NAMES
+from dermasynth.schemas import ClassProbability, ImageError, ImagePrediction, ImageResult, PredictionResponse
+from dermasynth.serving.abstention import decide
+from dermasynth.serving.contract import ServingContract
+from dermasynth.serving.explain import Explainer
+from dermasynth.serving.inference_client import InferenceClient, InferenceOutput, VersionUnavailable
+from dermasynth.serving.registry import LIVE_REFRESH_S, ModelRegistry
+from dermasynth.serving.retention import Retention
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """The request as a whole cannot be answered (no images, too many, bad options)."""
+
+
+class NoLiveModel(LookupError):
+    """No version of the model is deployed."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name as the client gave it, and its bytes."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Served:
+    version: int
+    contract: ServingContract
+    read_at: float
+
+
+class LiveVersions:
+    """The live version of each model and its contract, re-read from the registry at most every ``refresh_s``."""
+
+    def __init__(self, registry: ModelRegistry, refresh_s: float = LIVE_REFRESH_S) -> None:
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._live: dict[str, _Served] = {}
+        self._contracts: dict[tuple[str, int], ServingContract] = {}
+
+    async def get(self, name: str, refresh: bool = False) -> tuple[int, ServingContract]:
+        """(version, contract) of the live version. Raises :class:`NoLiveModel`."""
+        served = self._live.get(name)
+        if refresh or served is None or time.monotonic() - served.read_at > self.refresh_s:
+            served = await asyncio.to_thread(self._read, name)
+            self._live[name] = served
+        return served.version, served.contract
+
+    def _read(self, name: str) -> _Served:
+        try:
+            version = self.registry.live(name).version
+        except ValueError as exc:  # an invalid model name
+            raise NoLiveModel(str(exc)) from None
+        if version is None:
+            raise NoLiveModel(f"no version of model {name!r} is deployed; deploy one with "
+                              "`dermasynth models deploy` or POST /v1/models/{name}/deploy")
+        key = (name, version)
+        if key not in self._contracts:
+            self._contracts[key] = self.registry.repository.contract(name, version)
+        return _Served(version, self._contracts[key], time.monotonic())
+
+
+@dataclass
+class _Prepared:
+    results: list[ImageResult | None]
+    pixels: list[np.ndarray]
+    indices: list[int]
+    images: list[Image.Image]
+
+
+class Predictor:
+    """Answers prediction requests through an inference server.
+
+    Args:
+        client: the inference server.
+        registry: model versions and the live pointer.
+        default_model: the model used when a request names none.
+        max_images: most images per request.
+        max_pixels: decompression-bomb guard per image.
+        retention: keeps stripped copies when enabled.
+        explainer: Grad-CAM; None disables ``explain``.
+    """
+
+    def __init__(self, client: InferenceClient, registry: ModelRegistry, *, default_model: str, max_images: int,
+                 max_pixels: int, retention: Retention | None = None, explainer: Explainer | None = None) -> None:
+        self.client = client
+        self.registry = registry
+        self.live = LiveVersions(registry)
+        self.default_model = default_model
+        self.max_images = max_images
+        self.max_pixels = max_pixels
+        self.retention = retention
+        self.explainer = explainer
+
+    async def predict(self, uploads: list[Upload], *, top_k: int = 3, explain: bool = False,
+                      model: str | None = None) -> PredictionResponse:
+        """Answer every image of one request.
+
+        Raises:
+            BadRequest: no images, more than ``max_images``, or a ``top_k`` below 1.
+            NoLiveModel: nothing is deployed.
+            InferenceUnavailable: the inference server cannot answer.
+        """
+        if not uploads:
+            raise BadRequest("no images in the request: send 1 or more files in the 'images' form field")
+        if len(uploads) > self.max_images:
+            raise BadRequest(f"{len(uploads)} images in one request; at most {self.max_images} are accepted")
+        if top_k < 1:
+            raise BadRequest(f"top_k must be at least 1, got {top_k}")
+        if explain and self.explainer is None:
+            raise BadRequest("explanations are not available on this gateway")
+        name = model or self.default_model
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        version, contract = await self.live.get(name)
+        prepared = await asyncio.to_thread(self._prepare, uploads, contract, explain)
+        prepared_at = time.perf_counter()
+        output: InferenceOutput | None = None
+        if prepared.pixels:
+            try:
+                output = await self.client.infer(name, version, np.stack(prepared.pixels))
+            except VersionUnavailable:  # a deploy or rollback moved the live pointer: follow it once
+                version, new_contract = await self.live.get(name, refresh=True)
+                if new_contract.preprocessing != contract.preprocessing:
+                    prepared = await asyncio.to_thread(self._prepare, uploads, new_contract, explain)
+                contract = new_contract
+                output = await self.client.infer(name, version, np.stack(prepared.pixels))
+        inferred_at = time.perf_counter()
+        results = prepared.results
+        if output is not None:
+            answered = await asyncio.to_thread(self._answer, name, output, contract, prepared, uploads, top_k,
+                                               explain)
+            for index, result in zip(prepared.indices, answered, strict=True):
+                results[index] = result
+        if self.retention is not None and self.retention.enabled and prepared.indices:
+            await asyncio.to_thread(self._retain, request_id, uploads, prepared.indices)
+        final = [r for r in results if r is not None]
+        succeeded = sum(isinstance(r, ImagePrediction) for r in final)
+        log.info("prediction %s: %d images, %d answered, %d rejected, model %s v%s, prepare %.1f ms, infer %.1f ms, "
+                 "total %.1f ms", request_id, len(uploads), succeeded, len(final) - succeeded, name,
+                 output.model_version if output else "-", (prepared_at - started) * 1e3,
+                 (inferred_at - prepared_at) * 1e3, (time.perf_counter() - started) * 1e3)
+        return PredictionResponse(request_id=request_id, model=name,
+                                  model_version=output.model_version if output else None, results=final,
+                                  succeeded=succeeded, failed=len(final) - succeeded)
+
+    def _prepare(self, uploads: list[Upload], contract: ServingContract, keep_images: bool) -> _Prepared:
+        transform = contract.preprocessing.pixels_transform()
+        prepared = _Prepared(results=[None] * len(uploads), pixels=[], indices=[], images=[])
+        for index, upload in enumerate(uploads):
+            check = inspect_image(upload.data, self.max_pixels)
+            if not check.ok:
+                assert check.reason is not None
+                prepared.results[index] = ImageError(file=upload.filename, reason=check.reason, detail=check.detail)
+                continue
+            image = load_rgb(upload.data)
+            prepared.pixels.append(transform(image).numpy())
+            prepared.indices.append(index)
+            if keep_images:
+                prepared.images.append(image)
+        return prepared
+
+    def _answer(self, name: str, output: InferenceOutput, contract: ServingContract, prepared: _Prepared,
+                uploads: list[Upload], top_k: int, explain: bool) -> list[ImagePrediction]:
+        probabilities = softmax(output.logits.astype(np.float64), axis=1)
+        classes = contract.classes
+        k = min(top_k, len(classes))
+        answers = []
+        for row, (index, probs, ood) in enumerate(zip(prepared.indices, probabilities, output.ood_scores,
+                                                      strict=True)):
+            order = np.argsort(-probs, kind="stable")[:k]
+            decision = decide(float(probs[order[0]]), float(ood), contract.abstention)
+            png = None
+            if explain and self.explainer is not None:
+                png = self.explainer.explain(name, output.model_version, contract.preprocessing,
+                                             prepared.images[row], int(order[0]))
+            answers.append(ImagePrediction(
+                file=uploads[index].filename,
+                top_k=[ClassProbability(label=classes[i], name=CLASS_NAMES.get(classes[i], classes[i]),
+                                        probability=float(probs[i])) for i in order],
+                model=name, model_version=output.model_version, abstain=decision.abstain,
+                abstain_reason=decision.reason.value if decision.reason else None, abstain_detail=decision.detail,
+                ood_score=float(ood), explanation_png=base64.b64encode(png).decode() if png else None))
+        return answers
+
+    def _retain(self, request_id: str, uploads: list[Upload], indices: list[int]) -> None:
+        assert self.retention is not None
+        for index in indices:
+            self.retention.keep(request_id, index, uploads[index].data)
