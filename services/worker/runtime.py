@@ -202,6 +202,8 @@ def run_job(task: Task, job_id: str, body: JobBody) -> None:
         marker = f"{run_prefix(job_id)}/{COMPLETION_MARKER}"
         if resources.store.exists(marker):
             result = json.loads(resources.store.get_bytes(marker))
+            if record.state == JobState.QUEUED:  # it ran to the end before (e.g. requeued after the marker was written)
+                resources.jobs.transition(job_id, JobState.RUNNING, worker=worker_name(task))
             resources.jobs.transition(job_id, JobState.SUCCEEDED, result=result)
             logger.info("job %s had finished (completion marker found); marked succeeded", job_id)
             return
