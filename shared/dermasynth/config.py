@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Inference.
     triton_url: str = "127.0.0.1:8000"
     gateway_url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr | None = Field(default=None, description="the key the CLI sends to the gateway "
+                                      "(DERMASYNTH_API_KEY)")
     triton_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for one Triton call")
     serving_model: str = Field(default="classifier", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
                                description="the Triton model POST /v1/predictions uses unless a request names one")
