@@ -61,7 +61,7 @@ def test_load_trained_gives_an_eval_model_with_its_preprocessing(run: Filesystem
 
 def test_load_trained_refuses_bad_requests(run: FilesystemStore, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="which='first' is not accepted"):
-        load_trained(run, "first")  # type: ignore[arg-type]
+        load_trained(run, "first")
     with pytest.raises(ObjectNotFound):
         load_trained(FilesystemStore(tmp_path / "empty"))
     assert load_checkpoint(FilesystemStore(tmp_path / "empty")) is None
