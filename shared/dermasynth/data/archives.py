@@ -135,3 +135,11 @@ def _dataset_root(dest: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir() and entries[0].name.lower() not in HAM10000_CLASSES:
         return entries[0]
     return dest
+
+
+def write_archive(folder: Path, target: Path | IO[bytes]) -> None:
+    """Zip every file below ``folder`` (paths relative to it) into ``target``: what an upload sends."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                archive.write(path, path.relative_to(folder).as_posix())

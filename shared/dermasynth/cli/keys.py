@@ -1,0 +1,67 @@
+"""``dermasynth keys ...``: issue, list and revoke API keys (an operator's command: it talks to Redis)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dermasynth.auth import KeyNotFound, RedisApiKeyStore, Scope
+from dermasynth.config import get_settings
+
+app = typer.Typer(help="Issue, list and revoke the API keys the gateway accepts.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _store() -> RedisApiKeyStore:
+    settings = get_settings()
+    return RedisApiKeyStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5),
+                            settings.api_key_pepper.get_secret_value(), settings.job_key_prefix)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="who or what the key is for")],
+    scope: Annotated[list[Scope], typer.Option(help="engineer (datasets, jobs, models) and/or clinician "
+                                               "(predictions); repeat for both")],
+) -> None:
+    """Issue a key. Its token is printed once (stdout) and never stored; keep it secret."""
+    try:
+        issued = _store().create(name, scope)
+    except (ValueError, redis.RedisError) as exc:
+        console.print(f"[red]cannot create the key:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"key {issued.key.id} ({', '.join(issued.key.scopes)}) for {issued.key.name!r}; the token "
+                  "below is shown only now")
+    typer.echo(issued.token)
+
+
+@app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="the key's id (12 hex digits, as in `keys list`)")]) -> None:
+    """Revoke a key: the gateway refuses it from the next request on."""
+    try:
+        key = _store().revoke(key_id)
+    except (KeyNotFound, redis.RedisError) as exc:
+        console.print(f"[red]cannot revoke:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"revoked key {key.id} ({key.name!r}) at {key.revoked_at}")
+
+
+@app.command("list")
+def list_(show_revoked: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False) -> None:
+    """The keys (ids, names, scopes, dates; never secrets)."""
+    try:
+        keys = _store().list(include_revoked=show_revoked)
+    except redis.RedisError as exc:
+        console.print(f"[red]cannot list keys:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"{len(keys)} API keys")
+    for column in ("id", "name", "scopes", "created", "revoked"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(key.id, key.name, ", ".join(key.scopes), key.created_at.isoformat(timespec="seconds"),
+                      key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "")
+    Console().print(table)

@@ -1,0 +1,88 @@
+"""``dermasynth datasets ...`` and ``dermasynth jobs ...`` against a real gateway over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dermasynth.auth import Scope
+from dermasynth.cli import app
+from dermasynth.cli.jobs import parse_params
+from dermasynth.config import get_settings
+from dermasynth.data.manifest import Manifest
+from tests.services.platform import Platform
+
+runner = CliRunner()
+
+
+def test_parse_params() -> None:
+    assert parse_params('{"dataset_id": "a"}', ["config.epochs=3", "config.model=resnet18", "tta=true"]) == {
+        "dataset_id": "a", "config": {"epochs": 3, "model": "resnet18"}, "tta": True}
+    for bad, sets in (("[1]", []), ("{nope", []), (None, ["noequals"]), ('{"a": 1}', ["a.b=2"])):
+        with pytest.raises(typer.BadParameter):
+            parse_params(bad, sets)
+
+
+@pytest.fixture(scope="module")
+def live(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = Platform(redis_url, tmp_path_factory.mktemp("cli-platform"))
+    try:
+        platform.start_gateway()
+        yield platform
+    finally:
+        platform.close()
+
+
+@pytest.fixture
+def env(live: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("DERMASYNTH_GATEWAY_URL", live.gateway_url)
+    monkeypatch.setenv("DERMASYNTH_API_KEY", live.key(Scope.ENGINEER))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.integration
+def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> None:
+    result = runner.invoke(app, ["datasets", "upload", str(demo_dataset.root), "--name", "demo"])
+    assert result.exit_code == 0, result.output
+    dataset_id = result.stdout.strip().splitlines()[-1]
+    assert dataset_id.startswith("ds-")
+    assert dataset_id in runner.invoke(app, ["datasets", "list"]).stdout
+    shown = json.loads(runner.invoke(app, ["datasets", "show", dataset_id]).stdout)
+    assert shown["stats"]["images"] == len(demo_dataset)
+
+    result = runner.invoke(app, ["jobs", "submit", "training", "--set", f"dataset_id={dataset_id}",
+                                 "--set", "config.epochs=1", "--set", "config.model=mobilenet_v3_small"])
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip().splitlines()[-1]
+    status = json.loads(runner.invoke(app, ["jobs", "status", job_id]).stdout)
+    assert status["state"] == "queued" and status["params"]["config"]["epochs"] == 1
+    assert job_id in runner.invoke(app, ["jobs", "list", "--state", "queued"]).stdout
+    assert runner.invoke(app, ["jobs", "cancel", job_id]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["jobs", "status", job_id]).stdout)["state"] == "cancelled"
+    assert runner.invoke(app, ["jobs", "logs", job_id]).stdout == ""
+    assert runner.invoke(app, ["jobs", "artefacts", job_id]).stdout == ""
+
+
+@pytest.mark.integration
+def test_refusals_are_reported_with_the_gateway_s_reason(env: None, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    result = runner.invoke(app, ["jobs", "submit", "training", "--set", "dataset_id=ds-000000000000"])
+    assert result.exit_code == 2 and "422 unknown_reference" in result.output
+    (tmp_path / "x.zip").write_bytes(b"not a zip")
+    result = runner.invoke(app, ["datasets", "upload", str(tmp_path / "x.zip"), "--name", "x"])
+    assert result.exit_code == 2 and "not_a_zip" in result.output
+    monkeypatch.setenv("DERMASYNTH_API_KEY", "dsk_000000000000_" + "a" * 43)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["jobs", "list"])
+    assert result.exit_code == 2 and "401" in result.output
+    monkeypatch.delenv("DERMASYNTH_API_KEY")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["jobs", "list"])
+    assert result.exit_code == 2 and "no API key" in result.output
