@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ from dermasynth.serving.contract import AbstentionPolicy, ParityReport, ServingC
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-4
+# TorchScript is what Triton's PyTorch backend runs; torch 2.x warns that it is deprecated.
+_JIT_DEPRECATED = r".*torch\.jit\..* is deprecated"
 PARITY_IMAGES = 32
 
 
@@ -138,7 +141,8 @@ def build_serving_module(
 def to_torchscript(module: ServingModule, image_size: int) -> torch.jit.ScriptModule:
     """Trace and freeze ``module`` for a batch of any size."""
     example = torch.randint(0, 256, (2, 3, image_size, image_size), dtype=torch.uint8)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=_JIT_DEPRECATED)
         traced = torch.jit.trace(module.eval(), example, check_trace=False)  # check_parity compares instead
         return torch.jit.freeze(traced)
 
@@ -201,8 +205,10 @@ def export_classifier(
                                            min_probability=min_probability, ood_quantile=ood_quantile)
     scripted = to_torchscript(serving, preprocessing.image_size)
     buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer)
-    reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=_JIT_DEPRECATED)
+        torch.jit.save(scripted, buffer)
+        reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")
     images = [load_rgb(manifest.path_of(r)) for r in manifest.in_split("val")[:PARITY_IMAGES]]
     parity = check_parity(model, serving, reloaded, preprocessing, images, policy.ood_threshold, tolerance)
     if not parity.passed:
