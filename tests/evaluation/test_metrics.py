@@ -11,7 +11,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from dermasynth.evaluation.metrics import classification_metrics, rank_auc
+from dermasynth.evaluation.metrics import (
+    classification_metrics,
+    confusion_stack,
+    metrics_from_confusion,
+    rank_auc,
+    stratified_resamples,
+)
 
 CLASSES = ["a", "b", "c"]
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
@@ -101,3 +107,24 @@ def test_bad_inputs_are_refused(y_true: list[float], y_prob: np.ndarray, needle:
         classification_metrics(np.asarray(y_true), y_prob, CLASSES)
     with pytest.raises(ValueError, match="bootstrap must be"):
         classification_metrics(Y_TRUE, Y_PROB, CLASSES, bootstrap=-1)
+
+
+def test_metrics_from_confusion_agree_with_scikit_learn() -> None:
+    pred = Y_PROB.argmax(1)
+    cms = confusion_stack(Y_TRUE[None, :], pred[None, :], len(CLASSES))
+    assert cms[0].tolist() == confusion_matrix(Y_TRUE, pred).tolist()
+    values = metrics_from_confusion(cms)
+    precision, recall, f1, _ = precision_recall_fscore_support(Y_TRUE, pred, zero_division=0)
+    assert values["precision"][0] == pytest.approx(precision)
+    assert values["recall"][0] == pytest.approx(recall)
+    assert values["f1"][0] == pytest.approx(f1)
+    assert values["macro_f1"][0] == pytest.approx(f1_score(Y_TRUE, pred, average="macro"))
+    one_vs_rest = [accuracy_score(np.equal(Y_TRUE, c), np.equal(pred, c)) for c in range(len(CLASSES))]
+    assert values["class_accuracy"][0] == pytest.approx(one_vs_rest)
+
+
+def test_stratified_resamples_keep_every_class_support() -> None:
+    idx = stratified_resamples(Y_TRUE, len(CLASSES), 50, np.random.default_rng(0))
+    assert idx.shape == (50, Y_TRUE.size)
+    for row in Y_TRUE[idx]:
+        assert np.bincount(row, minlength=3).tolist() == np.bincount(Y_TRUE, minlength=3).tolist()

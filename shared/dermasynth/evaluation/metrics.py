@@ -166,21 +166,48 @@ def _macro_auc(truth: np.ndarray, prob: np.ndarray, groups: list[np.ndarray]) ->
     return np.mean(per_class, axis=0) if per_class else np.full(truth.shape[0], np.nan)
 
 
-def _from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised metrics of a stack of confusion matrices ``(B, K, K)``, by scikit-learn's conventions."""
+def stratified_resamples(truth: np.ndarray, k: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """``b`` stratified bootstrap resamples of the indices of ``truth`` ``(N,)``, shape ``(b, N)``.
+
+    Each resample draws, with replacement, as many images of every class as the class has, so every
+    class keeps its support (a rare class's recall is defined in every resample). Applying the same
+    indices to the predictions of two models gives a paired bootstrap.
+    """
+    groups = [np.flatnonzero(truth == c) for c in range(k)]
+    return np.concatenate([g[rng.integers(0, g.size, size=(b, g.size))] for g in groups if g.size], axis=1)
+
+
+def confusion_stack(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """Confusion matrices ``(B, K, K)`` of ``B`` rows of true and predicted class indices ``(B, M)``."""
+    b = truth.shape[0]
+    cells = truth * k + pred + (np.arange(b) * k * k)[:, None]
+    return np.bincount(cells.ravel(), minlength=b * k * k).reshape(b, k, k)
+
+
+def metrics_from_confusion(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """Vectorised metrics of a stack of confusion matrices ``(B, K, K)``, by scikit-learn's conventions.
+
+    Returns ``accuracy``, ``balanced_accuracy`` and ``macro_f1`` ``(B,)``, and per class ``(B, K)``:
+    ``precision`` (0 when the class is never predicted), ``recall`` (NaN when it is absent), ``f1``
+    (0 when it is neither present nor predicted) and ``class_accuracy`` (one-vs-rest: (TP + TN) / N).
+    """
     tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
     rows = cms.sum(axis=2).astype(np.float64)
     cols = cms.sum(axis=1).astype(np.float64)
+    total = rows.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = tp / rows
+        precision = np.where(cols > 0, tp / np.where(cols > 0, cols, 1), 0.0)
         f1_den = rows + cols
         f1 = np.where(f1_den > 0, 2 * tp / np.where(f1_den > 0, f1_den, 1), np.nan)
     return {
-        "accuracy": tp.sum(axis=1) / rows.sum(axis=1),
+        "accuracy": tp.sum(axis=1) / total,
         "balanced_accuracy": np.nanmean(recall, axis=1),
         "macro_f1": np.nanmean(f1, axis=1),
+        "precision": precision,
         "recall": recall,
         "f1": np.nan_to_num(f1, nan=0.0),
+        "class_accuracy": (total[:, None] - rows - cols + 2 * tp) / total[:, None],
     }
 
 
@@ -196,24 +223,24 @@ def _add_intervals(result: ClassificationMetrics, truth: np.ndarray, prob: np.nd
     while remaining:
         b = min(_CHUNK, remaining)
         remaining -= b
-        idx = np.concatenate([g[rng.integers(0, g.size, size=(b, g.size))] for g in groups if g.size], axis=1)
-        cells = truth[idx] * k + pred[idx] + (np.arange(b) * k * k)[:, None]
-        cms = np.bincount(cells.ravel(), minlength=b * k * k).reshape(b, k, k)
-        for name, values in _from_confusion(cms).items():
-            draws[name].append(values)
+        idx = stratified_resamples(truth, k, b, rng)
+        values = metrics_from_confusion(confusion_stack(truth[idx], pred[idx], k))
+        for name, parts in draws.items():
+            parts.append(values[name])
         aucs.append(_macro_auc(truth[idx], prob[idx], groups))
     stacked = {name: np.concatenate(parts) for name, parts in draws.items()}
     for name in ("accuracy", "balanced_accuracy", "macro_f1"):
-        result.ci[name] = _interval(stacked[name])
+        result.ci[name] = bootstrap_interval(stacked[name])
     if result.auc is not None:
-        result.ci["auc"] = _interval(np.concatenate(aucs))
+        result.ci["auc"] = bootstrap_interval(np.concatenate(aucs))
     for c, name in enumerate(result.classes):
         if groups[c].size:
-            result.per_class[name].recall_ci = _interval(stacked["recall"][:, c])
-            result.per_class[name].f1_ci = _interval(stacked["f1"][:, c])
+            result.per_class[name].recall_ci = bootstrap_interval(stacked["recall"][:, c])
+            result.per_class[name].f1_ci = bootstrap_interval(stacked["f1"][:, c])
 
 
-def _interval(values: np.ndarray) -> Interval:
+def bootstrap_interval(values: np.ndarray) -> Interval:
+    """The central 95% interval (2.5th and 97.5th percentiles, NaNs ignored) of bootstrap draws."""
     tail = (1 - CI_LEVEL) / 2 * 100
     low, high = np.nanpercentile(values, [tail, 100 - tail])
     return Interval(low=float(low), high=float(high))
