@@ -6,12 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import confusion_matrix
 
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.data.manifest import Manifest
-from dermasynth.evaluation.evaluate import EvaluationReport, evaluate_run
-from dermasynth.storage import FilesystemStore, PrefixedStore
+from dermasynth.evaluation.evaluate import EvaluationReport, evaluate_run, load_predictions
+from dermasynth.storage import FilesystemStore, ObjectNotFound, PrefixedStore
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,16 @@ def test_bad_requests_are_refused(run: PrefixedStore, demo_dataset: Manifest) ->
                           demo_dataset.root)
     with pytest.raises(ValueError, match=r"labels \['unknown'\] are not among the model's classes"):
         evaluate_run(run, relabelled, "test", bootstrap=0)
+
+
+def test_predictions_are_kept_for_paired_comparisons(run: PrefixedStore, demo_dataset: Manifest) -> None:
+    report = evaluate_run(run, demo_dataset, "test", bootstrap=0, prefix="eval/kept", save_predictions=True)
+    kept = load_predictions(run, "eval/kept")
+    test_rows = demo_dataset.in_split("test")
+    assert kept.images == [r.image for r in test_rows] and kept.classes == report.classes
+    assert kept.probabilities.shape == (len(test_rows), len(report.classes))
+    assert kept.targets.tolist() == [report.classes.index(r.label) for r in test_rows]
+    assert confusion_matrix(kept.targets, kept.probabilities.argmax(1),
+                            labels=range(len(report.classes))).tolist() == report.confusion_matrix
+    with pytest.raises(ObjectNotFound):
+        load_predictions(run, "eval/val")

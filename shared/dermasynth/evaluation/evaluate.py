@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import DataLoader
@@ -23,6 +26,42 @@ logger = logging.getLogger(__name__)
 METRICS_NAME = "metrics.json"
 CONFUSION_NAME = "confusion_matrix.png"
 PER_CLASS_NAME = "per_class.png"
+PREDICTIONS_NAME = "predictions.npz"
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """A model's class probabilities for every evaluated image (``predictions.npz``), for paired comparisons."""
+
+    images: list[str]
+    targets: np.ndarray
+    probabilities: np.ndarray
+    classes: list[str]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=np.array(self.images, dtype=str), targets=self.targets,
+                            probabilities=self.probabilities, classes=np.array(self.classes, dtype=str))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SplitPredictions:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return cls(images=stored["images"].tolist(), targets=stored["targets"].astype(np.int64),
+                       probabilities=stored["probabilities"], classes=stored["classes"].tolist())
+
+
+def load_predictions(run: ObjectStore, prefix: str = "") -> SplitPredictions:
+    """The predictions :func:`evaluate_run` kept (``save_predictions=True``) under ``prefix`` of ``run``.
+
+    Raises:
+        ObjectNotFound: if that evaluation kept none.
+    """
+    return SplitPredictions.from_bytes(run.get_bytes(_base(prefix) + PREDICTIONS_NAME))
+
+
+def _base(prefix: str) -> str:
+    return f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
 
 class EvaluationReport(ClassificationMetrics):
@@ -51,6 +90,7 @@ def evaluate_run(
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     num_workers: int = 0,
+    save_predictions: bool = False,
 ) -> EvaluationReport:
     """Evaluate a run's model on the real (or generated demo) images of ``split``; never on synthetic ones.
 
@@ -69,6 +109,8 @@ def evaluate_run(
         device: where to run the model.
         batch_size: images per forward pass.
         num_workers: data-loading processes.
+        save_predictions: also write ``predictions.npz`` (image paths, targets, probabilities; see
+            :func:`load_predictions`), what paired comparisons between runs need.
 
     Raises:
         ValueError: an unknown split, a split without real images, labels the model does not know.
@@ -93,7 +135,10 @@ def evaluate_run(
         image_size=trained.preprocessing.image_size, tta=tta,
         sources=dict(sorted(Counter(r.source for r in records).items())), excluded_synthetic=excluded,
     )
-    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    base = _base(prefix)
+    if save_predictions:
+        kept = SplitPredictions([r.image for r in records], targets, probs, trained.classes)
+        run.put_bytes(base + PREDICTIONS_NAME, kept.to_bytes())
     title = f"{trained.config.model}, {split} split ({report.n} images)"
     run.put_bytes(base + METRICS_NAME, report.model_dump_json(indent=2).encode(), content_type="application/json")
     run.put_bytes(base + CONFUSION_NAME, confusion_matrix_png(report, title), content_type="image/png")
