@@ -18,9 +18,10 @@ from fastapi import FastAPI
 
 from dermasynth.config import Settings, get_settings
 from services.gateway.errors import install_error_handlers
+from services.gateway.inference import serve_inference
 from services.gateway.metrics import GatewayMetrics, install_metrics
 from services.gateway.readiness import register_ready_check
-from services.gateway.routers import datasets, health, jobs
+from services.gateway.routers import datasets, health, jobs, models, predictions
 from services.gateway.services import Services
 
 logger = logging.getLogger(__name__)
@@ -47,13 +48,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
-            yield
+            async with serve_inference(app, services.settings, services.store):
+                yield
             return
         built = Services.from_settings(settings)
         attach_services(app, built)
         logger.info("gateway ready: store=%s redis=%s", settings.store, settings.redis_url.rsplit("@", 1)[-1])
         try:
-            yield
+            async with serve_inference(app, settings, built.store):
+                yield
         finally:
             built.close()
 
@@ -65,6 +68,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(predictions.router)
     if services is not None:
         attach_services(app, services)
     return app
