@@ -14,6 +14,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 EXAMPLES_PER_OPERATION = 8
+READINESS = "/v1/health/ready"
 
 
 def test_no_operation_answers_5xx(app: FastAPI, engineer: dict[str, str], dataset_id: str) -> None:
@@ -29,6 +30,9 @@ def test_no_operation_answers_5xx(app: FastAPI, engineer: dict[str, str], datase
                       suppress_health_check=list(HealthCheck))
             def no_server_error(case: schemathesis.Case) -> None:
                 response = case.call(headers=dict(engineer))
+                if case.path == READINESS:  # 503 by design while a backend is down (no tritonserver runs here)
+                    assert response.status_code in (200, 503), response.text
+                    return
                 case.validate_response(response, checks=[not_a_server_error])
 
             try:
