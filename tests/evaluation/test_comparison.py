@@ -80,3 +80,14 @@ def test_verdicts_and_bad_input() -> None:
         paired_bootstrap(TRUTH, [TRUTH], [TRUTH], CLASSES, bootstrap=10)
     with pytest.raises(ValueError, match="predict the 270 test images once"):
         paired_bootstrap(TRUTH, [TRUTH], [TRUTH[:5]], CLASSES, bootstrap=100)
+
+
+def test_classes_with_few_test_images_get_no_verdict() -> None:
+    truth = np.repeat([0, 1, 2], [3, 40, 200])
+    a, b = truth.copy(), np.where(truth == 0, 1, truth)  # b misses all 3 akiec images
+    result = paired_bootstrap(truth, [a], [b], CLASSES, bootstrap=200)
+    assert result.per_class["akiec"]["recall"].verdict == "too few test images"
+    assert result.per_class["akiec"]["recall"].difference == 1.0
+    assert result.statement("recall", "akiec").startswith("too few test images to compare A and B")
+    assert paired_bootstrap(truth, [a], [b], CLASSES, bootstrap=200, min_support=3).per_class["akiec"][
+        "recall"].verdict == "better"

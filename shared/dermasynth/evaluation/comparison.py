@@ -11,7 +11,8 @@ separately by the report.
 
 The verdict reads the 95% interval of ``A - B``: entirely above 0, "better"; entirely below 0,
 "worse"; otherwise "cannot be told apart". Identical predictions give a difference of exactly 0 in
-every resample, so they can never be called different. Each verdict is for one comparison at the
+every resample, so they can never be called different. A class with fewer than :data:`MIN_SUPPORT`
+test images gets the verdict "too few test images" instead. Each verdict is for one comparison at the
 95% level, not adjusted for the number of classes and comparisons in a report.
 """
 
@@ -33,7 +34,10 @@ from dermasynth.evaluation.pooled import (
     resample_blocks,
 )
 
-Verdict = Literal["better", "worse", "cannot be told apart"]
+Verdict = Literal["better", "worse", "cannot be told apart", "too few test images"]
+MIN_SUPPORT = 10
+"""Classes with fewer test images get no per-class verdict: a stratified resample always redraws the same
+few images of the class, so its interval would hide how little they can tell."""
 
 
 class Difference(BaseModel):
@@ -68,7 +72,8 @@ class PairedComparison(BaseModel):
         """
         diff = self.overall[metric] if label is None else self.per_class[label][metric]
         words = {"better": f"{self.a} better than {self.b}", "worse": f"{self.a} worse than {self.b}",
-                 "cannot be told apart": f"{self.a} and {self.b} cannot be told apart"}[diff.verdict]
+                 "cannot be told apart": f"{self.a} and {self.b} cannot be told apart",
+                 "too few test images": f"too few test images to compare {self.a} and {self.b}"}[diff.verdict]
         return f"{words}: {diff.difference:+.3f} [{diff.ci.low:+.3f}, {diff.ci.high:+.3f}]"
 
 
@@ -90,7 +95,7 @@ def _p_value(draws: np.ndarray) -> float:
 
 def paired_bootstrap(truth: np.ndarray, predictions_a: Sequence[np.ndarray], predictions_b: Sequence[np.ndarray],
                      classes: Sequence[str], *, names: tuple[str, str] = ("A", "B"), bootstrap: int = 2000,
-                     seed: int = 0) -> PairedComparison:
+                     seed: int = 0, min_support: int = MIN_SUPPORT) -> PairedComparison:
     """Paired bootstrap of the difference between two arms evaluated on the same test images.
 
     Args:
@@ -101,6 +106,7 @@ def paired_bootstrap(truth: np.ndarray, predictions_a: Sequence[np.ndarray], pre
         names: what to call the two arms in statements.
         bootstrap: paired resamples (at least 100 for a usable 95% interval).
         seed: seeds the resampling.
+        min_support: classes with fewer test images get the verdict "too few test images".
 
     Returns:
         Differences ``A - B`` of accuracy, balanced accuracy and macro-F1, and per class of one-vs-rest
@@ -126,16 +132,18 @@ def paired_bootstrap(truth: np.ndarray, predictions_a: Sequence[np.ndarray], pre
             parts.append(values_a[name] - values_b[name])
     stacked = {name: np.concatenate(parts) for name, parts in draws.items()}
 
+    support = np.bincount(truth, minlength=k)
+
     def difference(key: str, c: int | None = None) -> Difference:
         def pick(array: np.ndarray) -> np.ndarray:
             return array if c is None else array[:, c]
 
         a, b = float(pick(point_a[key])[0]), float(pick(point_b[key])[0])
         interval = bootstrap_interval(pick(stacked[key]))
+        verdict = "too few test images" if c is not None and support[c] < min_support else verdict_of(interval)
         return Difference(a=a, b=b, difference=a - b, ci=interval, p_value=_p_value(pick(stacked[key])),
-                          verdict=verdict_of(interval))
+                          verdict=verdict)
 
-    support = np.bincount(truth, minlength=k)
     return PairedComparison(
         a=names[0], b=names[1], n=int(truth.size), runs_a=len(runs_a), runs_b=len(runs_b), bootstrap=bootstrap,
         overall={name: difference(name) for name in OVERALL_METRICS},

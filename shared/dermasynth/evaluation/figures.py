@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from dermasynth.evaluation.metrics import ClassificationMetrics
 
 
-def _png(figure: Figure) -> bytes:
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (120 dpi, tight box); the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
@@ -40,7 +41,7 @@ def confusion_matrix_png(metrics: ClassificationMetrics, title: str = "") -> byt
             axes.text(j, i, f"{shares[i, j]:.2f}\n{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                       color="white" if shares[i, j] > 0.5 else "black")
     axes.set_title(title or f"confusion matrix (balanced accuracy {metrics.balanced_accuracy:.3f})")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def per_class_png(metrics: ClassificationMetrics, title: str = "") -> bytes:
@@ -62,4 +63,4 @@ def per_class_png(metrics: ClassificationMetrics, title: str = "") -> bytes:
     axes.set_ylabel("score")
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.set_title(title or f"per class (macro-F1 {metrics.macro_f1:.3f})")
-    return _png(figure)
+    return figure_png(figure)
