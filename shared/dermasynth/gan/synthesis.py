@@ -1,0 +1,229 @@
+"""Synthesis: how many images each class needs, making them, and a new dataset that records their provenance.
+
+:func:`plan_counts` reads the train split and a :class:`SynthesisPlan` (``balance`` to the largest
+class times a ratio, ``at_least`` K per class, or explicit ``counts``); :func:`synthesize` samples the
+trained EMA generator and writes a new dataset folder holding the source's rows (images hard-linked,
+splits kept) plus one ``source=synthetic``, ``split=train`` row per generated image with the
+generator's checkpoint id, the image's seed and the truncation, so that each image can be made again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
+from dermasynth.gan.artifacts import TrainedGenerator, load_generator
+from dermasynth.gan.sampling import generate, image_seed, png_bytes
+from dermasynth.labels import normalize_label
+from dermasynth.progress import Progress, ProgressCallback, ignore_progress
+from dermasynth.storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+SYNTHESIS_RECORD = "synthesis.json"
+SYNTHETIC_FOLDER = "synthetic"
+
+
+class SynthesisPlan(BaseModel):
+    """How many synthetic images to add per class, and how to sample them.
+
+    * ``balance``: every class up to ``round(largest class * ratio)`` training images.
+    * ``at_least``: every class up to ``at_least`` training images.
+    * ``counts``: exactly ``counts[class]`` new images of each class named.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["balance", "at_least", "counts"] = "balance"
+    ratio: float = Field(default=1.0, gt=0, le=100, description="balance: target = largest class x ratio")
+    at_least: int | None = Field(default=None, ge=0, description="at_least: images per class to reach")
+    counts: dict[str, int] | None = Field(default=None, description="counts: new images per class")
+    truncation: float = Field(default=1.0, ge=0, le=1, description="1: full variety; lower: more typical images")
+    seed: int = Field(default=0, ge=0, description="seeds every image (with its class and index)")
+    classes: list[str] | None = Field(default=None, description="only these classes get images (balance/at_least)")
+
+    @field_validator("counts")
+    @classmethod
+    def _valid_counts(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is None:
+            return None
+        negative = {k: v for k, v in value.items() if v < 0}
+        if negative:
+            raise ValueError(f"counts must not be negative, got {negative}")
+        return {normalize_label(k): v for k, v in value.items()}
+
+    @field_validator("classes")
+    @classmethod
+    def _valid_classes(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else sorted({normalize_label(v) for v in value})
+
+    @model_validator(mode="after")
+    def _mode_has_its_target(self) -> SynthesisPlan:
+        if self.mode == "at_least" and self.at_least is None:
+            raise ValueError("mode 'at_least' needs at_least (images per class to reach)")
+        if self.mode == "counts" and self.counts is None:
+            raise ValueError("mode 'counts' needs counts (new images per class)")
+        return self
+
+
+class SynthesisRecord(BaseModel):
+    """``synthesis.json`` in a synthesized dataset: what made it (and what makes a rerun a no-op)."""
+
+    plan: SynthesisPlan
+    counts: dict[str, int]
+    generator_id: str
+    gan_step: int
+    source_manifest_sha256: str
+    source_root: str
+    images_written: int
+    seconds: float
+
+
+def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
+    """Images to generate per class so the train split meets the plan.
+
+    Counts include every train row (real, generated and synthetic already there); every class of the
+    train split appears in the result, with 0 where nothing is needed.
+
+    Raises:
+        ValueError: if the plan names a class the train split does not hold, or the split is empty.
+    """
+    have = manifest.class_counts("train")
+    if not have:
+        raise ValueError("the manifest's train split is empty: nothing to balance")
+    named = set(plan.classes or []) | set(plan.counts or {})
+    unknown = sorted(named - have.keys())
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in the train split; it holds {', '.join(have)}")
+    chosen = set(plan.classes or have)
+    if plan.mode == "counts":
+        assert plan.counts is not None
+        return {label: plan.counts.get(label, 0) for label in have}
+    if plan.mode == "balance":
+        target = math.floor(max(have.values()) * plan.ratio + 0.5)
+    else:
+        assert plan.at_least is not None
+        target = plan.at_least
+    return {label: max(0, target - n) if label in chosen else 0 for label, n in have.items()}
+
+
+def synthesize(gan: ObjectStore, manifest: Manifest, plan: SynthesisPlan, out_dir: Path,
+               progress: ProgressCallback = ignore_progress, *, batch_size: int = 64,
+               device: str | None = None) -> Manifest:
+    """Write a new dataset: the source's rows plus the synthetic images the plan asks for.
+
+    Running it again with the same generator, source and plan returns the dataset already written.
+
+    Args:
+        gan: the GAN run's store (its ``generator.pth`` is sampled).
+        manifest: the source dataset.
+        plan: how many images per class, truncation and seed.
+        out_dir: the new dataset folder (must not be the source's).
+        progress: called after each batch of images; may raise ``Cancelled`` (rerun to finish).
+        batch_size: images generated at once.
+        device: where to run the generator (default: CUDA when available).
+
+    Returns:
+        The new dataset's manifest (also written to ``out_dir/manifest.csv``).
+
+    Raises:
+        FileExistsError: if ``out_dir`` already holds a different dataset.
+        ValueError: if the plan needs classes the GAN was not trained on.
+    """
+    out_dir = out_dir.resolve()
+    if out_dir == manifest.root.resolve():
+        raise ValueError(f"out_dir {out_dir} is the source dataset's folder; write the new dataset elsewhere")
+    trained = load_generator(gan, device)
+    counts = plan_counts(manifest, plan)
+    source_sha = hashlib.sha256(manifest.to_csv().encode()).hexdigest()
+    done = _existing(out_dir, plan, trained.generator_id, source_sha)
+    if done is not None:
+        logger.info("%s already holds this synthesis; nothing to do", out_dir)
+        return done
+    untrained = sorted(label for label, n in counts.items() if n > 0 and label not in trained.classes)
+    if untrained:
+        raise ValueError(f"the plan needs images of {untrained}, which this GAN was not trained on (it knows "
+                         f"{', '.join(trained.classes)}); restrict the plan with classes=")
+
+    start = time.perf_counter()
+    real_rows = [_link(manifest, record, out_dir) for record in manifest.records]
+    synthetic = _generate(trained, manifest, counts, plan, out_dir, progress, batch_size)
+    result = Manifest([*real_rows, *synthetic], out_dir)
+    record = SynthesisRecord(plan=plan, counts=counts, generator_id=trained.generator_id, gan_step=trained.step,
+                             source_manifest_sha256=source_sha, source_root=str(manifest.root),
+                             images_written=len(synthetic), seconds=round(time.perf_counter() - start, 2))
+    (out_dir / SYNTHESIS_RECORD).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+    result.write(out_dir)  # last: a dataset folder with a manifest is complete
+    return result
+
+
+def _existing(out_dir: Path, plan: SynthesisPlan, generator: str, source_sha: str) -> Manifest | None:
+    """The dataset in ``out_dir`` if it is this very synthesis; raises if it is another dataset."""
+    if not (out_dir / MANIFEST_NAME).exists():
+        return None
+    record_path = out_dir / SYNTHESIS_RECORD
+    if record_path.exists():
+        record = SynthesisRecord.model_validate(json.loads(record_path.read_text(encoding="utf-8")))
+        if record.plan == plan and record.generator_id == generator and record.source_manifest_sha256 == source_sha:
+            return Manifest.read(out_dir)
+    raise FileExistsError(f"{out_dir} already holds another dataset ({MANIFEST_NAME}); choose another output folder")
+
+
+def _link(manifest: Manifest, record: Record, out_dir: Path) -> Record:
+    """Make a source row's image available in ``out_dir`` (hard link, else copy); absolute paths stay."""
+    if Path(record.image).is_absolute():
+        return record
+    source, target = manifest.path_of(record), out_dir / record.image
+    if target.exists():
+        return record
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return record
+
+
+def _generate(trained: TrainedGenerator, manifest: Manifest, counts: dict[str, int], plan: SynthesisPlan,
+              out_dir: Path, progress: ProgressCallback, batch_size: int) -> list[Record]:
+    already = Counter(r.label for r in manifest.records
+                      if r.source == "synthetic" and r.generator == trained.generator_id)
+    jobs: list[tuple[str, int]] = []  # (label, seed)
+    for label, need in counts.items():
+        first = already[label]  # continue the index where an earlier synthesis by this generator stopped
+        jobs.extend((label, image_seed(plan.seed, label, i)) for i in range(first, first + need))
+    total, records = len(jobs), []
+    start = time.perf_counter()
+    short = trained.generator_id[:12]
+    for offset in range(0, total, batch_size):
+        chunk = jobs[offset:offset + batch_size]
+        labels = [trained.class_index(label) for label, _ in chunk]
+        (images,) = generate(trained.generator, labels, [seed for _, seed in chunk], truncation=plan.truncation,
+                             batch_size=len(chunk))
+        for (label, seed), image in zip(chunk, images, strict=True):
+            name = f"{SYNTHETIC_FOLDER}/{label}/{short}_{seed}.png"
+            data = png_bytes(image)
+            path = out_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".png.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            records.append(Record(image=name, label=label, lesion_id=f"SYN_{short}_{seed}", split="train",
+                                  source="synthetic", sha256=hashlib.sha256(data).hexdigest(),
+                                  generator=trained.generator_id, seed=seed, truncation=plan.truncation))
+        made = offset + len(chunk)
+        rate = made / max(time.perf_counter() - start, 1e-9)
+        progress(Progress(phase="synthesize", step=made, total_steps=total, images_per_s=rate,
+                          eta_s=(total - made) / rate, message=chunk[-1][0]))
+    return records
