@@ -8,6 +8,7 @@ import typer
 
 from dermasynth.cli import data, datasets, jobs, keys
 from dermasynth.cli.evaluate import evaluate
+from dermasynth.cli.experiment import experiment
 from dermasynth.cli.train import train
 
 app = typer.Typer(help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True,
@@ -18,6 +19,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.command("train")(train)
 app.command("evaluate")(evaluate)
+app.command("experiment")(experiment)
 
 
 def main() -> None:

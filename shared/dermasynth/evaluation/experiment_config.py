@@ -8,12 +8,15 @@ and seed with the same training options otherwise, and evaluated on the same rea
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.data.transforms import Augmentation
+from dermasynth.evaluation.experiment_data import DataSource
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.synthesis import SynthesisPlan
 
@@ -156,6 +159,10 @@ class ExperimentConfig(BaseModel):
             value = {"augment": {"enabled": False}, **value}
         return value
 
+    @field_serializer("train")
+    def _train_without_per_run_fields(self, train: TrainConfig) -> dict[str, Any]:
+        return train.model_dump(mode="json", exclude=set(_PER_RUN_FIELDS))
+
     @model_validator(mode="after")
     def _pairs_name_arms(self) -> ExperimentConfig:
         names = {a.name for a in self.arms}
@@ -209,3 +216,25 @@ class ExperimentConfig(BaseModel):
     def gan_fields(self) -> dict[str, Any]:
         """The GAN options that decide which generator is trained (what its content hash covers)."""
         return self.gan.model_dump(mode="json", exclude=set(GAN_RUNTIME_FIELDS))
+
+
+def read_experiment_file(path: Path) -> tuple[ExperimentConfig, DataSource | None]:
+    """An experiment config file (YAML or JSON): the config and its ``data`` section, if it has one.
+
+    Relative paths in ``data`` are read from the file's folder.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not a YAML mapping.
+        pydantic.ValidationError: for options the config refuses (the message names each).
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping of options (name, data, arms, backbones, seeds, train, gan, "
+                         f"synthesis, evaluation, comparisons), not {type(raw).__name__}")
+    data = raw.pop("data", None)
+    source = None if data is None else DataSource.model_validate(data).relative_to(path.resolve().parent)
+    return ExperimentConfig.model_validate(raw), source

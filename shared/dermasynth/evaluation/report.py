@@ -257,9 +257,9 @@ def _figures(report: ExperimentReport, inputs: ReportInputs) -> dict[str, bytes]
                 classes, series, f"{backbone}: per-class F1, {baseline} (baseline) against {augmented}")
     arms = [a.name for a in report.arms]
     figures["backbones.png"] = backbone_png(arms, {
-        metric: [Series(backbone, [report.summary(arm, backbone).metrics.overall[metric] for arm in arms])
-                 for backbone in report.backbones]
-        for metric in ("balanced_accuracy", "macro_f1")
+        name: [Series(backbone, [report.summary(arm, backbone).metrics.overall[metric] for arm in arms])
+               for backbone in report.backbones]
+        for metric, name in (("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"))
     })
     for (arm, backbone), cell in cells.items():
         pooled = classification_metrics(np.tile(truth, len(cell.seeds)), np.concatenate(cell.probabilities), classes,
