@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dermasynth.classifier.config import TrainConfig
+from dermasynth.data.manifest import Manifest, Record
+from dermasynth.gan.artifacts import load_generator
+from dermasynth.gan.features import FEATURE_RUN, feature_classifier
+from dermasynth.gan.quality import (
+    evaluate_gan,
+    evaluation_seeds,
+    fid_kid,
+    near_copy_threshold,
+    precision_recall,
+)
+from dermasynth.gan.sampling import generate, png_bytes
+from dermasynth.storage import FilesystemStore
+
+POOLED = "4x4 average-pooled pixels and per-channel standard deviations"
+
+
+def pooled_pixels(images: torch.Tensor) -> torch.Tensor:
+    """A simple, fixed feature space: coarse layout and colour spread of each image."""
+    return torch.cat([F.adaptive_avg_pool2d(images, 4).flatten(1), images.std(dim=[2, 3])], dim=1)
+
+
+def _gauss(n: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 8, generator=torch.Generator().manual_seed(seed)) + shift
+
+
+def test_fid_and_kid_are_near_zero_for_one_distribution_and_grow_with_a_shift() -> None:
+    same = fid_kid(_gauss(300, seed=1), _gauss(300, seed=2))
+    shifted = fid_kid(_gauss(300, seed=1), _gauss(300, 1.0, seed=2))
+    assert same[0] < 0.5 and abs(same[1]) < 0.05
+    assert shifted[0] > 5 and shifted[1] > 0.5
+    assert shifted[3] == 300
+    with pytest.raises(ValueError, match="at least 2 feature rows"):
+        fid_kid(_gauss(1), _gauss(5))
+
+
+def test_precision_and_recall_separate_fidelity_from_coverage() -> None:
+    real = _gauss(200, seed=1)
+    assert precision_recall(real, real.clone()) == (1.0, 1.0)
+    far = precision_recall(real, _gauss(200, 50.0, seed=2))
+    assert far == (0.0, 0.0)
+    collapsed = real[:1].repeat(50, 1) + 0.01 * _gauss(50, seed=3)  # every sample next to one real point
+    precision, recall = precision_recall(real, collapsed)
+    assert precision == 1.0 and recall < 0.1
+    with pytest.raises(ValueError, match="needs more than 3 rows"):
+        precision_recall(real[:3], real)
+
+
+def test_near_copy_threshold_ignores_views_of_the_same_lesion() -> None:
+    base = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.cat([base, base[:1]])  # the fifth image repeats the first: same lesion, another view
+    labels = torch.zeros(5, dtype=torch.long)
+    with_views = near_copy_threshold(images, ["a", "b", "c", "d", "a"], labels, 0.01)
+    assert with_views > 0.1  # the exact repeat does not count: it is the same lesion
+    assert near_copy_threshold(images, ["a", "b", "c", "d", "e"], labels, 0.01) < with_views
+    with pytest.raises(ValueError, match="at least two lesions"):
+        near_copy_threshold(images, ["a"] * 5, labels, 0.01)
+
+
+def test_evaluate_gan_reports_every_class_and_writes_json_and_grids(tiny_gan: Path, demo_dataset: Manifest,
+                                                                    tmp_path: Path) -> None:
+    gan_dir = tmp_path / "gan"
+    shutil.copytree(tiny_gan, gan_dir)
+    store = FilesystemStore(gan_dir)
+    report = evaluate_gan(store, demo_dataset, pooled_pixels, feature_space=POOLED, samples_per_class=10)
+    trained = load_generator(store, "cpu")
+    assert list(report.classes) == trained.classes and report.generator_id == trained.generator_id
+    real_train = demo_dataset.class_counts("train")
+    for label, quality in report.classes.items():
+        assert quality.real_images == real_train[label] and quality.generated_images == 10
+        assert quality.kid_subset_size == min(10, real_train[label])
+        assert quality.fid is not None and quality.fid >= 0
+        assert quality.nearest_real_rmse_min > 0
+    assert report.feature_space == POOLED and report.mean_fid is not None
+    assert json.loads(store.get_bytes("gan_report.json"))["generator_id"] == trained.generator_id
+    assert {f"evaluation/samples/{c}.png" for c in trained.classes} <= set(store.list("evaluation/"))
+    assert set(report.grids) == set(store.list("evaluation/"))
+    with pytest.raises(ValueError, match="feature_space must describe"):
+        evaluate_gan(store, demo_dataset, pooled_pixels)
+
+
+def test_a_gan_that_reproduces_its_training_images_is_flagged(tiny_gan: Path, tmp_path: Path) -> None:
+    """The training images here ARE the generator's images: every generated image is a near-copy."""
+    trained = load_generator(FilesystemStore(tiny_gan), "cpu")
+    records = []
+    for index, label in enumerate(trained.classes[:3]):
+        seeds = evaluation_seeds(0, label, 6)
+        (images,) = generate(trained.generator, [index] * 6, seeds, batch_size=6)
+        for i, image in enumerate(images):
+            data = png_bytes(image)
+            name = f"images/{label}_{i}.png"
+            (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / name).write_bytes(data)
+            records.append(Record(image=name, label=label, lesion_id=f"{label}_{i}", split="train",
+                                  source="generated", sha256=hashlib.sha256(data).hexdigest()))
+    manifest = Manifest(records, tmp_path / "data")
+    gan_dir = tmp_path / "gan"
+    shutil.copytree(tiny_gan, gan_dir)
+    report = evaluate_gan(FilesystemStore(gan_dir), manifest, pooled_pixels, feature_space=POOLED)
+    assert report.near_copies == 18
+    for label in trained.classes[:3]:
+        quality = report.classes[label]
+        assert quality.near_copies == 6 and quality.nearest_real_rmse_min == 0.0
+        assert {c.nearest_real for c in quality.near_copy_examples} <= {r.image for r in records}
+
+
+def test_the_default_feature_space_is_a_classifier_trained_once_on_real_images(
+        tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path) -> None:
+    gan_dir = tmp_path / "gan"
+    shutil.copytree(tiny_gan, gan_dir)
+    store = FilesystemStore(gan_dir)
+    config = TrainConfig(model="resnet18", image_size=32, epochs=1, batch_size=32, num_workers=0,
+                         max_steps_per_epoch=2, device="cpu")
+    space = feature_classifier(store, demo_dataset, 16, config)
+    assert "resnet18" in space.description and "real training images" in space.description
+    assert space.extract(torch.rand(3, 3, 16, 16)).shape == (3, 512)
+    result_key = f"{FEATURE_RUN}/result.json"
+    stamp = (gan_dir / result_key).stat().st_mtime_ns
+    report = evaluate_gan(store, demo_dataset, feature_config=config, samples_per_class=6)
+    assert (gan_dir / result_key).stat().st_mtime_ns == stamp  # cached, not trained again
+    assert report.feature_space == space.description
+    assert all(q.fid is not None and math.isfinite(q.fid) for q in report.classes.values())
