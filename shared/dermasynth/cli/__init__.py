@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from dermasynth.cli import data, datasets, jobs, keys
+from dermasynth.cli import data, datasets, gan, jobs, keys
 from dermasynth.cli.evaluate import evaluate
 from dermasynth.cli.experiment import experiment
 from dermasynth.cli.train import train
@@ -14,6 +14,7 @@ from dermasynth.cli.train import train
 app = typer.Typer(help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(data.app, name="data")
+app.add_typer(gan.app, name="gan")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
