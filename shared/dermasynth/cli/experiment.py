@@ -20,7 +20,7 @@ from dermasynth.evaluation.report import REPORT_MARKDOWN
 from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 DATA_FOLDER = "data"
 
 
