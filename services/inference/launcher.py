@@ -15,6 +15,7 @@ and is stopped with SIGTERM (then SIGKILL of its process group after a timeout).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -150,13 +151,15 @@ class LocalTriton:
         return [*args, *self.extra_args]
 
     def start(self, timeout_s: float = 120.0) -> LocalTriton:
-        """Start the server and wait until it answers ready and every model in ``models`` is ready.
+        """Start the server and wait until it answers and every model in ``models`` is ready.
 
         Raises:
             TritonStartError: if it exits or is not ready within ``timeout_s``.
         """
         if self.process is not None:
             raise RuntimeError(f"tritonserver is already running (pid {self.process.pid})")
+        if "://" not in self.repository:  # a local repository may still be empty: Triton needs the folder
+            Path(self.repository).mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         build_backend_dir(self.work_dir / "backends")
         self.http_port = self.http_port or free_port()
@@ -167,19 +170,41 @@ class LocalTriton:
         log.info("tritonserver pid %d on %s (metrics :%d), repository %s", self.process.pid, self.url,
                  self.metrics_port, self.repository)
         deadline = time.monotonic() + timeout_s
-        pending = ["/v2/health/ready", *(f"/v2/models/{name}/ready" for name in self.models)]
-        while pending:
-            if self.process.poll() is not None:
-                raise TritonStartError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f} s (waiting for {pending[0]}):\n"
-                                       f"{self.log_tail()}")
-            if self._get(pending[0]) == 200:
-                pending.pop(0)
-            else:
-                time.sleep(0.1)
+        while self._get("/v2/health/live") != 200:
+            self._check_alive(deadline, "the server to answer", timeout_s)
+            time.sleep(0.1)
+        for name in self.models:
+            while self._get(f"/v2/models/{name}/ready") != 200:
+                self._check_alive(deadline, f"model {name!r} to load", timeout_s)
+                failure = self._load_failure(name)
+                if failure:
+                    self.stop()
+                    raise TritonStartError(f"tritonserver could not load model {name!r}: {failure}\n{self.log_tail()}")
+                time.sleep(0.2)
         return self
+
+    def _check_alive(self, deadline: float, waiting_for: str, timeout_s: float) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise TritonStartError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+        if time.monotonic() > deadline:
+            self.stop()
+            raise TritonStartError(f"tritonserver: no sign of {waiting_for} after {timeout_s:.0f} s:\n"
+                                   f"{self.log_tail()}")
+
+    def _load_failure(self, name: str) -> str | None:
+        """Why ``name`` failed to load, from the repository index (None while it is loading or ready)."""
+        request = urllib.request.Request(f"http://{self.url}/v2/repository/index", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                index = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        entries = [entry for entry in index if entry.get("name") == name]
+        if not entries:
+            return f"no model {name!r} in the repository {self.repository}"
+        state = entries[0].get("state", "")
+        return f"{state}: {entries[0].get('reason', '')}" if state == "UNAVAILABLE" else None
 
     def _get(self, path: str) -> int:
         try:
