@@ -21,8 +21,10 @@ from services.worker.runtime import LOG_FORMAT
 logger = logging.getLogger(__name__)
 
 TASK_MODULES = [
+    "services.worker.tasks.synthesis",
     "services.worker.tasks.training",
     "services.worker.tasks.evaluation",
+    # The experiment runner (issue 5) adds its module, services.worker.tasks.experiment, here.
 ]
 
 app = make_celery(get_settings(), "dermasynth-worker")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ console = Console(stderr=True)
 @contextmanager
 def gateway(url: str | None, key: str | None) -> Iterator[GatewayClient]:
     """A client of the gateway; exits with status 2 and the gateway's reason when a call is refused."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per poll would drown the progress bar
     settings = get_settings()
     token = key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not token:

@@ -13,9 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from dermasynth.classifier.config import TrainConfig
+from dermasynth.gan.config import GanConfig
+from dermasynth.gan.synthesis import SynthesisPlan
 from dermasynth.jobs.records import JobKind
 
 DatasetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")]
+MAX_GAN_STEPS = 1_000_000
+MAX_SYNTHETIC_PER_CLASS = 100_000
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Split = Literal["val", "test"]
 
@@ -45,6 +49,33 @@ class TrainingParams(BaseModel):
         return config
 
 
+class SynthesisParams(BaseModel):
+    """Train a class-conditional GAN on a dataset, then publish a new dataset: its rows plus synthetic images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: DatasetId
+    gan: GanConfig = Field(default_factory=GanConfig, description="the GAN training options")
+    plan: SynthesisPlan = Field(default_factory=SynthesisPlan, description="how many images per class")
+    name: str | None = Field(default=None, min_length=1, max_length=100, description="the new dataset's name")
+
+    @field_validator("gan")
+    @classmethod
+    def _bounded_gan(cls, gan: GanConfig) -> GanConfig:
+        if gan.steps > MAX_GAN_STEPS:
+            raise ValueError(f"gan.steps {gan.steps} is more than the {MAX_GAN_STEPS} accepted over the API")
+        return gan
+
+    @field_validator("plan")
+    @classmethod
+    def _bounded_plan(cls, plan: SynthesisPlan) -> SynthesisPlan:
+        asked = [*(plan.counts or {}).values(), plan.at_least or 0]
+        if max(asked) > MAX_SYNTHETIC_PER_CLASS:
+            raise ValueError(f"the plan asks for {max(asked)} images of one class; at most "
+                             f"{MAX_SYNTHETIC_PER_CLASS} are accepted over the API")
+        return plan
+
+
 class EvaluationParams(BaseModel):
     """Evaluate a finished training job's model on a split of a dataset (its own dataset by default)."""
 
@@ -67,6 +98,15 @@ class TrainingRequest(BaseModel):
     params: TrainingParams
 
 
+class SynthesisRequest(BaseModel):
+    """``POST /v1/jobs`` for a synthesis job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[JobKind.SYNTHESIS]
+    params: SynthesisParams
+
+
 class EvaluationRequest(BaseModel):
     """``POST /v1/jobs`` for an evaluation job."""
 
@@ -76,10 +116,13 @@ class EvaluationRequest(BaseModel):
     params: EvaluationParams
 
 
-JobRequest = Annotated[TrainingRequest | EvaluationRequest, Field(discriminator="kind")]
+# The experiment kind (issue 5) joins here: an ExperimentParams/ExperimentRequest pair added to this
+# union and to PARAMS, and a task module services/worker/tasks/experiment.py.
+JobRequest = Annotated[SynthesisRequest | TrainingRequest | EvaluationRequest, Field(discriminator="kind")]
 """A job submission: the kind picks the parameter model."""
 
 PARAMS: dict[JobKind, type[BaseModel]] = {
+    JobKind.SYNTHESIS: SynthesisParams,
     JobKind.TRAINING: TrainingParams,
     JobKind.EVALUATION: EvaluationParams,
 }

@@ -83,6 +83,10 @@ BAD_PARAMETERS: dict[str, Any] = {
     "unknown dataset": {"kind": "training", "params": {"dataset_id": "ds-000000000000"}},
     "unknown training job": {"kind": "evaluation", "params": {"training_job_id": "a" * 32}},
     "training job id malformed": {"kind": "evaluation", "params": {"training_job_id": "x"}},
+    "gan size not supported": {"kind": "synthesis", "params": {"dataset_id": "DS", "gan": {"image_size": 17}}},
+    "odd gan batch": {"kind": "synthesis", "params": {"dataset_id": "DS", "gan": {"batch_size": 7}}},
+    "plan without its target": {"kind": "synthesis", "params": {"dataset_id": "DS", "plan": {"mode": "counts"}}},
+    "too many gan steps": {"kind": "synthesis", "params": {"dataset_id": "DS", "gan": {"steps": 10**8}}},
     "a list": [1, 2, 3],
     "null": None,
 }
