@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from dermasynth.cli import data, datasets, gan, jobs, keys
+from dermasynth.cli import data, datasets, gan, jobs, keys, models
 from dermasynth.cli.evaluate import evaluate
 from dermasynth.cli.experiment import experiment
 from dermasynth.cli.train import train
@@ -18,6 +18,7 @@ app.add_typer(gan.app, name="gan")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(models.app, name="models")
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("experiment")(experiment)
