@@ -24,7 +24,7 @@ TASK_MODULES = [
     "services.worker.tasks.synthesis",
     "services.worker.tasks.training",
     "services.worker.tasks.evaluation",
-    # The experiment runner (issue 5) adds its module, services.worker.tasks.experiment, here.
+    "services.worker.tasks.experiment",
 ]
 
 app = make_celery(get_settings(), "dermasynth-worker")

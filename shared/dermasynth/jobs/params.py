@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from dermasynth.classifier.config import TrainConfig
+from dermasynth.evaluation.experiment_config import ExperimentConfig
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.synthesis import SynthesisPlan
 from dermasynth.jobs.records import JobKind
@@ -20,6 +21,7 @@ from dermasynth.jobs.records import JobKind
 DatasetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")]
 MAX_GAN_STEPS = 1_000_000
 MAX_SYNTHETIC_PER_CLASS = 100_000
+MAX_EXPERIMENT_RUNS = 200
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Split = Literal["val", "test"]
 
@@ -61,19 +63,48 @@ class SynthesisParams(BaseModel):
 
     @field_validator("gan")
     @classmethod
-    def _bounded_gan(cls, gan: GanConfig) -> GanConfig:
-        if gan.steps > MAX_GAN_STEPS:
-            raise ValueError(f"gan.steps {gan.steps} is more than the {MAX_GAN_STEPS} accepted over the API")
-        return gan
+    def _gan_within_limits(cls, gan: GanConfig) -> GanConfig:
+        return _bounded_gan(gan)
 
     @field_validator("plan")
     @classmethod
-    def _bounded_plan(cls, plan: SynthesisPlan) -> SynthesisPlan:
-        asked = [*(plan.counts or {}).values(), plan.at_least or 0]
-        if max(asked) > MAX_SYNTHETIC_PER_CLASS:
-            raise ValueError(f"the plan asks for {max(asked)} images of one class; at most "
-                             f"{MAX_SYNTHETIC_PER_CLASS} are accepted over the API")
-        return plan
+    def _plan_within_limits(cls, plan: SynthesisPlan) -> SynthesisPlan:
+        return _bounded_plan(plan)
+
+
+def _bounded_gan(gan: GanConfig) -> GanConfig:
+    if gan.steps > MAX_GAN_STEPS:
+        raise ValueError(f"gan.steps {gan.steps} is more than the {MAX_GAN_STEPS} accepted over the API")
+    return gan
+
+
+def _bounded_plan(plan: SynthesisPlan) -> SynthesisPlan:
+    asked = [*(plan.counts or {}).values(), plan.at_least or 0]
+    if max(asked) > MAX_SYNTHETIC_PER_CLASS:
+        raise ValueError(f"the plan asks for {max(asked)} images of one class; at most {MAX_SYNTHETIC_PER_CLASS} "
+                         "are accepted over the API")
+    return plan
+
+
+class ExperimentParams(BaseModel):
+    """Run an ablation (arms x backbones x seeds, one shared GAN) on a dataset and write its report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: DatasetId
+    config: ExperimentConfig = Field(default_factory=ExperimentConfig, description="the experiment's options")
+
+    @field_validator("config")
+    @classmethod
+    def _remote_safe(cls, config: ExperimentConfig) -> ExperimentConfig:
+        runs = len(config.arms) * len(config.backbones) * len(config.seeds)
+        if runs > MAX_EXPERIMENT_RUNS:
+            raise ValueError(f"the experiment has {runs} runs (arms x backbones x seeds); at most "
+                             f"{MAX_EXPERIMENT_RUNS} are accepted over the API")
+        _no_local_path(config.train.weights)
+        _bounded_gan(config.gan)
+        _bounded_plan(config.synthesis)
+        return config
 
 
 class EvaluationParams(BaseModel):
@@ -107,6 +138,15 @@ class SynthesisRequest(BaseModel):
     params: SynthesisParams
 
 
+class ExperimentRequest(BaseModel):
+    """``POST /v1/jobs`` for an experiment job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[JobKind.EXPERIMENT]
+    params: ExperimentParams
+
+
 class EvaluationRequest(BaseModel):
     """``POST /v1/jobs`` for an evaluation job."""
 
@@ -116,15 +156,15 @@ class EvaluationRequest(BaseModel):
     params: EvaluationParams
 
 
-# The experiment kind (issue 5) joins here: an ExperimentParams/ExperimentRequest pair added to this
-# union and to PARAMS, and a task module services/worker/tasks/experiment.py.
-JobRequest = Annotated[SynthesisRequest | TrainingRequest | EvaluationRequest, Field(discriminator="kind")]
+JobRequest = Annotated[SynthesisRequest | TrainingRequest | EvaluationRequest | ExperimentRequest,
+                       Field(discriminator="kind")]
 """A job submission: the kind picks the parameter model."""
 
 PARAMS: dict[JobKind, type[BaseModel]] = {
     JobKind.SYNTHESIS: SynthesisParams,
     JobKind.TRAINING: TrainingParams,
     JobKind.EVALUATION: EvaluationParams,
+    JobKind.EXPERIMENT: ExperimentParams,
 }
 
 
