@@ -103,7 +103,8 @@ def list_(name: Annotated[str | None, typer.Argument(help="one model; all when l
     table = Table("model", "version", "live", "created", "architecture", "size", "run", "dataset", "metrics")
     for model in [name] if name else registry.names():
         for v in registry.versions(model):
-            metrics = ", ".join(f"{k}={val:.3f}" for k, val in sorted(v.lineage.metrics.items())[:3])
+            shown = [(k, val) for k, val in sorted(v.lineage.metrics.items()) if "accuracy" in k or "f1" in k]
+            metrics = ", ".join(f"{k}={val:.3f}" for k, val in shown)
             table.add_row(model, str(v.version), "yes" if v.live else "", v.created_at.strftime("%Y-%m-%d %H:%M"),
                           v.architecture, str(v.image_size), v.lineage.run or "", v.lineage.dataset or "", metrics)
     Console().print(table)
