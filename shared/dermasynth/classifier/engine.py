@@ -122,7 +122,18 @@ def amp_dtype_of(config: TrainConfig, device: torch.device) -> torch.dtype | Non
     name = config.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"amp_dtype fp16 needs a CUDA device, not {device}; on CPU use bf16")
+    if device.type == "cpu" and not _cpu_has_fast_bf16():
+        logger.warning("bf16 autocast on a CPU without native bf16 kernels (%s): expect it to be slower than fp32",
+                       torch.backends.cpu.get_cpu_capability())
     return torch.float16 if name == "fp16" else torch.bfloat16
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX512-BF16/AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
