@@ -233,21 +233,21 @@ def run_experiment(config: ExperimentConfig, manifest: Manifest, store: ObjectSt
                                        before=manifest.class_counts("train"),
                                        after=synthetic_manifest.class_counts("train"))
 
-    evaluation = evaluation_key(real, config.evaluation.model_dump(mode="json"))
+    evaluation = evaluation_key(real, config.evaluation.model_dump(mode="json", exclude={"min_support", "batch_size"}))
     records: list[RunRecord] = []
     predictions: dict[str, SplitPredictions] = {}
     runs = plan_runs(config, real, synthetic)
     for i, run in enumerate(runs, start=1):
-        report = stage.next(f"arm {i}/{len(runs)}", run.label())
+        forward = stage.next(f"arm {i}/{len(runs)}", run.label())
         data = synthetic_manifest if run.arm.synthetic and synthetic_manifest is not None else manifest
         run_store = PrefixedStore(store, run.prefix)
-        trained = fit(run.config, data, run_store, report, resume=True)
-        metrics, predicted = _evaluate(run_store, manifest, f"eval/{evaluation}", config, device, report)
+        trained = fit(run.config, data, run_store, forward, resume=True)
+        metrics, predicted = _evaluate(run_store, manifest, f"eval/{evaluation}", config, device, forward)
         predictions[run.key] = predicted
         records.append(_record(run, trained, metrics, f"{run.prefix}/eval/{evaluation}"))
 
-    report = stage.next("report", "report")
-    report(Progress(phase="report", message="paired bootstraps and figures"))
+    forward = stage.next("report", "report")
+    forward(Progress(phase="report", message="paired bootstraps and figures"))
     written = write_report(PrefixedStore(store, REPORT_PREFIX), ReportInputs(
         config=config, manifest=manifest, dataset=real, runs=records, predictions=predictions,
         synthesis=synthesis_info, synthetic_manifest=synthetic_manifest))
