@@ -219,6 +219,15 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, y], dim=1)
 
 
+def _downsample(x: Tensor) -> Tensor:
+    """2x2 average pooling scaled by 2: 1-Lipschitz like the spectrally normalized layers around it.
+
+    Plain average pooling halves the norm of smooth feature maps at every block, so a deep spectrally
+    normalized discriminator would only ever output tiny logits and learn far slower than the generator.
+    """
+    return F.avg_pool2d(x, 2) * 2
+
+
 class DiscriminatorBlock(nn.Module):
     """Residual down-sampling block: two 3x3 convs and a 1x1 skip, both halving the resolution."""
 
@@ -229,9 +238,9 @@ class DiscriminatorBlock(nn.Module):
         self.skip = spectral_norm(nn.Conv2d(in_channels, out_channels, 1, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
-        skip = self.skip(F.avg_pool2d(x, 2))
+        skip = _downsample(self.skip(x))
         x = F.leaky_relu(self.conv0(x), 0.2)
-        x = F.avg_pool2d(F.leaky_relu(self.conv1(x), 0.2), 2)
+        x = _downsample(F.leaky_relu(self.conv1(x), 0.2))
         return (x + skip) / math.sqrt(2.0)
 
 
