@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from dermasynth.data.images import inspect_image, load_rgb, strip_metadata
+from dermasynth.data.images import decode_checked, inspect_image, load_rgb, strip_metadata
 from tests.data.samples import BAD_FILES, jpeg, png
 
 
@@ -55,3 +55,18 @@ def test_strip_metadata_reencodes_other_formats_as_png() -> None:
     assert suffix == ".png"
     assert b"someone" not in stripped
     assert load_rgb(stripped).tobytes() == img.tobytes()
+
+
+@pytest.mark.parametrize("data", [jpeg(), png("RGB"), png("RGBA"), png("P")])
+def test_decode_checked_returns_what_load_rgb_reads(data: bytes) -> None:
+    check, image = decode_checked(data, max_pixels=50_000_000)
+    assert check == inspect_image(data, max_pixels=50_000_000)
+    assert image is not None and image.mode == "RGB"
+    assert image.tobytes() == load_rgb(data).tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_decode_checked_gives_no_image_for_bad_files(name: str) -> None:
+    data, reason = BAD_FILES[name]
+    check, image = decode_checked(data, max_pixels=50_000_000)
+    assert check.reason == reason and image is None

@@ -69,8 +69,18 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageCheck:
     Returns:
         An :class:`ImageCheck`; its ``detail`` says what was wrong and what is accepted.
     """
+    return _decode(data, max_pixels, rgb=False)[0]
+
+
+def decode_checked(data: bytes, max_pixels: int) -> tuple[ImageCheck, Image.Image | None]:
+    """:func:`inspect_image` that also returns the accepted image as RGB (as :func:`load_rgb` would), so a
+    caller that needs the pixels decodes once. The image is None when the check fails."""
+    return _decode(data, max_pixels, rgb=True)
+
+
+def _decode(data: bytes, max_pixels: int, rgb: bool) -> tuple[ImageCheck, Image.Image | None]:
     if not data:
-        return ImageCheck(RejectReason.EMPTY, "the file is empty (0 bytes)")
+        return ImageCheck(RejectReason.EMPTY, "the file is empty (0 bytes)"), None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,29 +89,31 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageCheck:
                 fmt = img.format or ""
                 if width * height > max_pixels:
                     return ImageCheck(RejectReason.TOO_LARGE, f"{width}x{height} pixels exceeds the limit of "
-                                      f"{max_pixels} pixels", width, height, fmt)
+                                      f"{max_pixels} pixels", width, height, fmt), None
                 mode = img.mode
                 img.load()
+                image = img.convert("RGB") if rgb and mode in ACCEPTED_MODES else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return ImageCheck(RejectReason.TOO_LARGE, f"decompression-bomb guard: {exc}")
+        return ImageCheck(RejectReason.TOO_LARGE, f"decompression-bomb guard: {exc}"), None
     except UnidentifiedImageError:
-        return ImageCheck(RejectReason.NOT_AN_IMAGE, f"not a decodable image; accepted: {ACCEPTED_DESCRIPTION}")
+        return ImageCheck(RejectReason.NOT_AN_IMAGE, f"not a decodable image; accepted: {ACCEPTED_DESCRIPTION}"), \
+            None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
         reason = RejectReason.TRUNCATED if "truncated" in str(exc).lower() else RejectReason.UNREADABLE
-        return ImageCheck(reason, f"decoding failed: {exc}")
+        return ImageCheck(reason, f"decoding failed: {exc}"), None
     if mode == "CMYK":
         return ImageCheck(RejectReason.CMYK, f"CMYK colour is not accepted; {ACCEPTED_DESCRIPTION}",
-                          width, height, fmt)
+                          width, height, fmt), None
     if mode in GRAYSCALE_MODES:
         return ImageCheck(RejectReason.GRAYSCALE, f"grayscale mode {mode!r} is not accepted; "
-                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt)
+                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt), None
     if mode not in ACCEPTED_MODES:
         return ImageCheck(RejectReason.UNSUPPORTED_MODE, f"colour mode {mode!r} is not accepted; "
-                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt)
+                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt), None
     if min(width, height) < MIN_SIDE:
         return ImageCheck(RejectReason.TOO_SMALL, f"{width}x{height} is smaller than {MIN_SIDE}x{MIN_SIDE}",
-                          width, height, fmt)
-    return ImageCheck(None, "", width, height, fmt)
+                          width, height, fmt), None
+    return ImageCheck(None, "", width, height, fmt), image
 
 
 def load_rgb(source: bytes | Path) -> Image.Image:

@@ -1,12 +1,12 @@
 """The prediction logic behind ``POST /v1/predictions``, independent of HTTP.
 
-Per request: every image is checked (:func:`~dermasynth.data.images.inspect_image`: decoded fully,
-pixel count capped), decoded to RGB pixels (metadata never leaves this step: only the pixels go on,
-and a stripped copy only when retention is on), resized and cropped by the live version's own
-:class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8 batch, to the inference
-server; Triton's dynamic batcher merges concurrent requests. Unusable images become per-image
-errors; the rest are answered with their top-k classes, the abstention decision and, on request, a
-Grad-CAM overlay. Logs carry the request id, counts and timings, never image content.
+Per request: every image is checked and decoded once to RGB (:func:`~dermasynth.data.images.decode_checked`,
+the ``inspect_image`` checks: full decode, pixel count capped). Metadata never leaves that step: only
+the pixels go on, and a stripped copy only when retention is on. The pixels are resized and cropped
+by the live version's own :class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8
+batch, to the inference server; Triton's dynamic batcher merges concurrent requests. Unusable images
+become per-image errors; the rest are answered with their top-k classes, the abstention decision
+and, on request, a Grad-CAM overlay. Logs carry the request id, counts and timings, never image content.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy.special import softmax
 
-from dermasynth.data.images import inspect_image, load_rgb
+from dermasynth.data.images import decode_checked
 from dermasynth.labels import CLASS_NAMES
 from dermasynth.schemas import ClassProbability, ImageError, ImagePrediction, ImageResult, PredictionResponse
 from dermasynth.serving.abstention import decide
@@ -157,8 +157,11 @@ class Predictor:
         inferred_at = time.perf_counter()
         results = prepared.results
         if output is not None:
-            answered = await asyncio.to_thread(self._answer, name, output, contract, prepared, uploads, top_k,
-                                               explain)
+            if explain:  # Grad-CAM is heavy: off the event loop
+                answered = await asyncio.to_thread(self._answer, name, output, contract, prepared, uploads, top_k,
+                                                   explain)
+            else:
+                answered = self._answer(name, output, contract, prepared, uploads, top_k, explain)
             for index, result in zip(prepared.indices, answered, strict=True):
                 results[index] = result
         if self.retention is not None and self.retention.enabled and prepared.indices:
@@ -177,12 +180,11 @@ class Predictor:
         transform = contract.preprocessing.pixels_transform()
         prepared = _Prepared(results=[None] * len(uploads), pixels=[], indices=[], images=[])
         for index, upload in enumerate(uploads):
-            check = inspect_image(upload.data, self.max_pixels)
-            if not check.ok:
+            check, image = decode_checked(upload.data, self.max_pixels)
+            if image is None:
                 assert check.reason is not None
                 prepared.results[index] = ImageError(file=upload.filename, reason=check.reason, detail=check.detail)
                 continue
-            image = load_rgb(upload.data)
             prepared.pixels.append(transform(image).numpy())
             prepared.indices.append(index)
             if keep_images:
