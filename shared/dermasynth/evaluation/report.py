@@ -189,10 +189,16 @@ def _cells(inputs: ReportInputs) -> tuple[list[str], np.ndarray, dict[tuple[str,
 
 
 def _headline(comparisons: list[ArmComparison], classes: list[str]) -> list[str]:
+    """The verdicts in words: the first pair (the question asked) in full, the others by balanced accuracy."""
+    if not comparisons:
+        return []
+    question = (comparisons[0].comparison.a, comparisons[0].comparison.b)
     lines = []
     for entry in comparisons:
         c = entry.comparison
         lines.append(f"[{entry.backbone}] balanced accuracy: {c.statement('balanced_accuracy')}")
+        if (c.a, c.b) != question:
+            continue
         lines.append(f"[{entry.backbone}] macro-F1: {c.statement('macro_f1')}")
         by_verdict: dict[str, list[str]] = defaultdict(list)
         for label in classes:
