@@ -120,7 +120,8 @@ def plan_runs(config: ExperimentConfig, real: str, synthetic: str | None) -> lis
 
 
 def check_held_out(manifest: Manifest, split: str) -> list[str]:
-    """The images of ``split``, after making sure it holds only real (or generated demo) images.
+    """The images of ``split`` in manifest order (``path|sha256|label``), after making sure they are all real
+    (or generated demo) images. Predictions are stored in this order, so it is part of an evaluation's key.
 
     Raises:
         ValueError: if the split is empty or holds a synthetic image.
@@ -132,7 +133,7 @@ def check_held_out(manifest: Manifest, split: str) -> list[str]:
                          "experiments evaluate on real images only")
     if not rows:
         raise ValueError(f"the {split} split holds no images to evaluate on; import the dataset with a {split} share")
-    return sorted(f"{r.image}|{r.sha256}|{r.label}" for r in rows)
+    return [f"{r.image}|{r.sha256}|{r.label}" for r in rows]
 
 
 class _Stage:
@@ -224,7 +225,7 @@ def run_experiment(config: ExperimentConfig, manifest: Manifest, store: ObjectSt
         synthetic = synthetic_key(gan, config.synthesis.model_dump(mode="json"))
         synthetic_manifest = synthesize(gan_store, manifest, config.synthesis, work_dir / SYNTHETIC_FOLDER / synthetic,
                                         stage.next("synthesize", f"synthetic dataset {synthetic}"), device=device)
-        if check_held_out(synthetic_manifest, split) != held_out:
+        if sorted(check_held_out(synthetic_manifest, split)) != sorted(held_out):
             raise ValueError(f"the synthetic dataset's {split} split differs from the real dataset's; synthetic "
                              "datasets must keep the real held-out images unchanged")
         synthesis_info = SynthesisInfo(gan=gan, synthetic=synthetic, generator_id=gan_result.generator_id,
@@ -233,7 +234,8 @@ def run_experiment(config: ExperimentConfig, manifest: Manifest, store: ObjectSt
                                        before=manifest.class_counts("train"),
                                        after=synthetic_manifest.class_counts("train"))
 
-    evaluation = evaluation_key(real, config.evaluation.model_dump(mode="json", exclude={"min_support", "batch_size"}))
+    evaluation = evaluation_key(held_out, config.evaluation.model_dump(mode="json", exclude={"min_support",
+                                                                                             "batch_size"}))
     records: list[RunRecord] = []
     predictions: dict[str, SplitPredictions] = {}
     runs = plan_runs(config, real, synthetic)

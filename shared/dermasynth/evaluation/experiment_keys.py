@@ -5,7 +5,7 @@
 * the GAN: the real dataset and the GAN options that decide the generator;
 * a synthetic dataset: the GAN and the synthesis plan (it is made again identically from them);
 * a run: its dataset and every training option that decides its result (model, seed, balance ...);
-* an evaluation: the run, the evaluated dataset and the evaluation options.
+* an evaluation (inside its run's folder): the held-out images, in order, and the evaluation options.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def run_key(dataset: str, train_fields: dict[str, Any]) -> str:
     return content_key({"dataset": dataset, "train": train_fields})
 
 
-def evaluation_key(dataset: str, options: dict[str, Any]) -> str:
-    """An evaluation of a run on dataset ``dataset`` with these options."""
-    return content_key({"dataset": dataset, "evaluation": options})
+def evaluation_key(held_out: list[str], options: dict[str, Any]) -> str:
+    """An evaluation on these held-out images (paths, hashes and labels, in the order predictions keep) with
+    these options, inside one run's folder."""
+    return content_key({"held_out": held_out, "evaluation": options})
