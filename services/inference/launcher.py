@@ -15,6 +15,7 @@ and is stopped with SIGTERM (then SIGKILL of its process group after a timeout).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -46,9 +47,10 @@ def pytriton_root() -> Path:
     Raises:
         FileNotFoundError: if nvidia-pytriton is not installed.
     """
-    import pytriton
-
-    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    spec = importlib.util.find_spec("pytriton")  # locates the package without importing PyTriton itself
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("nvidia-pytriton is not installed (see pyproject.toml)")
+    root = Path(next(iter(spec.submodule_search_locations))).resolve() / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise FileNotFoundError(f"no tritonserver binary under {root}; install nvidia-pytriton (see pyproject.toml)")
     return root
