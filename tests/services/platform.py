@@ -65,6 +65,7 @@ class Platform:
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
+            "OMP_WAIT_POLICY": "PASSIVE",
             "PYTHONUNBUFFERED": "1",
         }
 
