@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import mimetypes
+import os
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from dermasynth.jobs import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.params import JobRequest
@@ -15,9 +21,11 @@ from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, Metri
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
+JobIdPath = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "no valid API key"},
                                            403: {"description": "the key lacks the engineer scope"}}
+IN_MEMORY_LIMIT = 32 * 1024 * 1024
+"""Artefacts up to this size are answered from memory; larger ones are spooled to disk and streamed."""
 _FOUND: dict[int | str, dict[str, Any]] = {**_AUTH, 404: {"description": "no such job"}}
 
 
@@ -76,4 +84,10 @@ def download_artefact(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id
     jobs.get(job_id)
     key = check_key(f"{run_prefix(job_id)}/{path}")
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return Response(store.get_bytes(key), media_type=media_type)
+    if store.size(key) <= IN_MEMORY_LIMIT:
+        return Response(store.get_bytes(key), media_type=media_type)
+    fd, spooled = tempfile.mkstemp(prefix="dermasynth-artefact-")  # large checkpoints: stream from disk
+    os.close(fd)
+    store.get_file(key, Path(spooled))
+    return FileResponse(spooled, media_type=media_type, filename=Path(path).name,
+                        background=BackgroundTask(os.unlink, spooled))

@@ -11,7 +11,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from dermasynth.jobs.queues import broker_key_prefix
+from dermasynth.storage import FilesystemStore
 from services.gateway.app import create_app
+from services.gateway.routers import jobs as jobs_router
 from services.gateway.services import Services
 from tests.services.platform import Platform
 
@@ -132,3 +134,19 @@ def test_a_broker_that_is_down_gives_503_and_a_failed_job(shared_platform: Platf
             assert failed.state == "failed" and failed.error and "could not enqueue" in failed.error
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("limit", [1 << 20, 10])
+def test_artefacts_download_from_memory_or_streamed_from_disk(
+        client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform,
+        monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    monkeypatch.setattr(jobs_router, "IN_MEMORY_LIMIT", limit)
+    job = _submit(client, engineer, {"kind": "training", "params": {"dataset_id": dataset_id}}).json()
+    store = FilesystemStore(shared_platform.root / "store")
+    payload = bytes(range(256)) * 64
+    store.put_bytes(f"runs/{job['id']}/epochs/checkpoint.pth", payload)
+    listed = client.get(f"/v1/jobs/{job['id']}/artefacts", headers=engineer).json()
+    assert listed == [{"path": "epochs/checkpoint.pth", "size": len(payload), "url": None}]
+    response = client.get(f"/v1/jobs/{job['id']}/artefacts/epochs/checkpoint.pth", headers=engineer)
+    assert response.status_code == 200 and response.content == payload
+    assert response.headers["content-type"] == "application/octet-stream"
