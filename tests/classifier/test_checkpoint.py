@@ -18,7 +18,7 @@ from dermasynth.storage import FilesystemStore, ObjectNotFound
 @pytest.fixture(scope="module")
 def run(demo_dataset: Manifest, tmp_path_factory: pytest.TempPathFactory) -> FilesystemStore:
     store = FilesystemStore(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(model="resnet18", image_size=32, epochs=2, batch_size=8, num_workers=0,
+    config = TrainConfig(model="resnet18", image_size=16, epochs=2, batch_size=8, num_workers=0,
                          max_steps_per_epoch=1)
     fit(config, demo_dataset, store)
     return store
@@ -45,10 +45,10 @@ def test_load_trained_gives_an_eval_model_with_its_preprocessing(run: Filesystem
     trained = load_trained(run)
     assert not trained.model.training
     assert trained.classes == demo_dataset.classes
-    assert trained.config.model == "resnet18" and trained.preprocessing.image_size == 32
+    assert trained.config.model == "resnet18" and trained.preprocessing.image_size == 16
     best_epoch = load_state(run, "best.pth")["epoch"]
     assert trained.epoch == best_epoch
-    batch = torch.randn(3, 3, 32, 32)
+    batch = torch.randn(3, 3, 16, 16)
     assert trained.features(batch).shape == (3, 512)
     probs = trained.probabilities(batch)
     assert probs.shape == (3, len(trained.classes)) and torch.allclose(probs.sum(1), torch.ones(3))

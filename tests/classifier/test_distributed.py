@@ -18,7 +18,7 @@ from dermasynth.data.manifest import Manifest
 from dermasynth.storage import FilesystemStore
 from tests.conftest import free_port
 
-CONFIG = TrainConfig(model="mobilenet_v3_small", image_size=32, epochs=2, batch_size=8, num_workers=0,
+CONFIG = TrainConfig(model="mobilenet_v3_small", image_size=16, epochs=2, batch_size=8, num_workers=0,
                      max_steps_per_epoch=2, device="cpu")
 
 
@@ -51,8 +51,8 @@ def test_torchrun_launches_the_train_command(demo_dataset: Manifest, tmp_path: P
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
                str(dermasynth), "train", "--data", str(demo_dataset.root), "--out", str(out), "--model",
-               "mobilenet_v3_small", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-               "--num-workers", "0", "--device", "cpu"]
+               "mobilenet_v3_small", "--image-size", "16", "--epochs", "1", "--batch-size", "8",
+               "--max-steps-per-epoch", "2", "--num-workers", "0", "--device", "cpu"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())

@@ -18,7 +18,7 @@ from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore
 
 # A small, fast network keeps these tests about the engine; every documented backbone is covered in test_models.
-TINY = {"model": "mobilenet_v3_small", "image_size": 32, "batch_size": 8, "num_workers": 0, "device": "cpu",
+TINY = {"model": "mobilenet_v3_small", "image_size": 16, "batch_size": 8, "num_workers": 0, "device": "cpu",
         "max_steps_per_epoch": 2}
 
 
@@ -51,7 +51,7 @@ def test_fit_trains_validates_checkpoints_and_reports(demo_dataset: Manifest, tm
     checkpoint = load_state(store, "checkpoint.pth")
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "config", "classes",
             "preprocessing", "rng"} <= checkpoint.keys()
-    assert checkpoint["epoch"] == 2 and checkpoint["preprocessing"]["image_size"] == 32
+    assert checkpoint["epoch"] == 2 and checkpoint["preprocessing"]["image_size"] == 16
 
 
 def test_interrupted_run_resumed_ends_with_the_same_weights(demo_dataset: Manifest, tmp_path: Path) -> None:

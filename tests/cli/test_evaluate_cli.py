@@ -18,7 +18,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run_dir(demo_dataset: Manifest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("run")
-    fit(TrainConfig(model="mobilenet_v3_small", image_size=32, epochs=1, batch_size=16, num_workers=0),
+    fit(TrainConfig(model="mobilenet_v3_small", image_size=16, epochs=1, batch_size=8, num_workers=0,
+                    max_steps_per_epoch=2),
         demo_dataset, FilesystemStore(path))
     return path
 

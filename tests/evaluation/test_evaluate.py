@@ -18,7 +18,7 @@ from dermasynth.storage import FilesystemStore, ObjectNotFound, PrefixedStore
 @pytest.fixture(scope="module")
 def run(demo_dataset: Manifest, tmp_path_factory: pytest.TempPathFactory) -> PrefixedStore:
     store = PrefixedStore(FilesystemStore(tmp_path_factory.mktemp("store")), "runs/job-1")
-    config = TrainConfig(model="mobilenet_v3_small", image_size=32, epochs=1, batch_size=8, num_workers=0,
+    config = TrainConfig(model="mobilenet_v3_small", image_size=16, epochs=1, batch_size=8, num_workers=0,
                          max_steps_per_epoch=2)
     fit(config, demo_dataset, store)
     return store

@@ -273,8 +273,24 @@ def fit(config: TrainConfig, manifest: Manifest, out: ObjectStore, progress: Pro
     if not resume and out.exists(LATEST):
         raise FileExistsError("the run's store already holds a training run (checkpoint.pth); resume it or "
                               "choose another output")
-    run = _Run(config, manifest, out, ctx, state)
-    return run.fit(progress)
+    with _algorithms(config.deterministic):
+        return _Run(config, manifest, out, ctx, state).fit(progress)
+
+
+@contextlib.contextmanager
+def _algorithms(deterministic: bool) -> Iterator[None]:
+    """Deterministic kernels (or cuDNN autotuning) for one run; the process's settings come back after it."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
 
 
 def _seed_everything(seed: int) -> None:
@@ -301,10 +317,6 @@ class _Run:
         if not self.val_records:
             raise ValueError("the val split holds no images; validation (early stopping, best epoch) needs some: "
                              "import the dataset with --val-frac > 0")
-        if config.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = not config.deterministic
 
         _seed_everything(config.seed)  # the same initial model on every rank
         self.preprocessing = (Preprocessing.model_validate(state["preprocessing"]) if state

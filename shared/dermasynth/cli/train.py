@@ -103,6 +103,7 @@ def train(
     no_augment: Annotated[bool, typer.Option("--no-augment", help="train without random flips, crops, jitter")
                           ] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    max_steps_per_epoch: Annotated[int | None, typer.Option(help="cut epochs short (smoke runs)")] = None,
     num_workers: Annotated[int, typer.Option(help="data-loading processes")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its stored options")] = False,
@@ -128,7 +129,8 @@ def train(
                 "balance": chosen, "amp": amp, "amp_dtype": amp_dtype, "weights": weights,
                 "freeze_epochs": freeze_epochs, "lr": lr, "optimizer": optimizer, "schedule": schedule,
                 "weight_decay": weight_decay, "label_smoothing": label_smoothing, "grad_clip": grad_clip,
-                "patience": patience, "channels_last": channels_last, "seed": seed, "num_workers": num_workers,
+                "patience": patience, "channels_last": channels_last, "seed": seed,
+                "max_steps_per_epoch": max_steps_per_epoch, "num_workers": num_workers,
                 "device": device, "augment": {"enabled": not no_augment},
             })
     except ValidationError as exc:
