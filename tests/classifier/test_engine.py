@@ -176,3 +176,11 @@ def test_train_one_epoch_steps_once_per_batch_with_amp_and_clipping() -> None:
     targets, probs = evaluate(model, loader, torch.device("cpu"), tta=True)
     assert targets.shape == (20,) and probs.shape == (20, 3)
     assert probs.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.gpu
+def test_fp16_with_grad_scaler_on_cuda(demo_dataset: Manifest, tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "run")
+    result = fit(_config(epochs=1, amp=True, device="cuda", channels_last=True), demo_dataset, store)
+    assert result.amp_dtype == "float16" and result.device.startswith("cuda")
+    assert load_state(store, "checkpoint.pth")["scaler"]["scale"] > 0
