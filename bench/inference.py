@@ -33,10 +33,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
-import redis
 import torch
 
-from dermasynth.auth import RedisApiKeyStore, Scope
 from dermasynth.classifier.models import build_model
 from dermasynth.data.demo import make_demo_dataset
 from dermasynth.data.images import load_rgb
@@ -106,11 +104,13 @@ async def closed_loop(call: Call, concurrency: int, seconds: float, warmup: int,
                 failures += 1
             i += concurrency
 
-    cpu_before = {name: tree_cpu_s(pid) for name, pid in {**servers, "client": os.getpid()}.items()}
+    cpu_before = {name: tree_cpu_s(pid) for name, pid in servers.items()}
+    client_before = time.process_time()  # this process only (the servers are its children)
     started = time.perf_counter()
     await asyncio.gather(*(client(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
-    cpu = {name: tree_cpu_s(pid) - cpu_before[name] for name, pid in {**servers, "client": os.getpid()}.items()}
+    cpu = {name: tree_cpu_s(pid) - cpu_before[name] for name, pid in servers.items()}
+    cpu["client"] = time.process_time() - client_before
     ms = [v * 1000 for v in latencies]
     figure = {"throughput": len(ms) / elapsed, "p50_ms": statistics.median(ms) if ms else float("nan"),
               "p99_ms": percentile(ms, 99) if ms else float("nan"), "n": len(ms), "failed": failures}
@@ -127,14 +127,15 @@ def load_images(count: int, size: int, work: Path) -> list[tuple[str, bytes]]:
     return [(Path(r.image).name, manifest.path_of(r).read_bytes()) for r in manifest.records[:count]]
 
 
-def model_alone(model: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int,
-                seconds: float) -> dict[str, dict[str, float]]:
-    """Images/s of the eager and TorchScript models in this process at batch 1 and 32."""
+def model_alone(model: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int, seconds: float,
+                device: torch.device) -> dict[str, dict[str, float]]:
+    """Images/s of the eager and TorchScript models in this process at batch 1 and 32 (inputs already there)."""
     out: dict[str, dict[str, float]] = {}
-    for name, net in (("eager", model), ("torchscript", scripted)):
+    for name, net in (("eager", model.to(device)), ("torchscript", scripted.to(device))):
         for batch in (1, 32):
             x = torch.randn(batch, 3, size, size) if name == "eager" else torch.randint(
                 0, 256, (batch, 3, size, size), dtype=torch.uint8)
+            x = x.to(device)
             with torch.inference_mode():
                 for _ in range(3):
                     net(x)
@@ -142,6 +143,8 @@ def model_alone(model: torch.nn.Module, scripted: torch.jit.ScriptModule, size: 
                 while time.perf_counter() - started < seconds:
                     net(x)
                     n += batch
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
             out[f"{name} batch {batch}"] = {"throughput": n / (time.perf_counter() - started)}
     return out
 
@@ -174,6 +177,8 @@ def main() -> None:
     parser.add_argument("--gateway-workers", type=int, default=1)
     parser.add_argument("--redis-url", default=os.environ.get("DERMASYNTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
     parser.add_argument("--skip", default="", help="comma list of: gateway, triton, naive, alone")
+    parser.add_argument("--gpu", action="store_true", help="Triton instances, the naive server and the model alone "
+                        "on the GPU")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -203,13 +208,15 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, float]]] = {}
         if "alone" not in skip:
             scripted = torch.jit.load(str(_write(work / "model.pt", exported.torchscript)))
-            results["model alone (this process)"] = model_alone(model, scripted, size, args.seconds / 2)
+            device = torch.device("cuda" if args.gpu else "cpu")
+            results["model alone (this process)"] = model_alone(model, scripted, size, args.seconds / 2, device)
+            model.cpu()
             print(json.dumps(results, indent=1), flush=True)
 
         options = BatchingOptions(max_batch_size=args.max_batch_size,
                                   preferred_batch_sizes=tuple(int(s) for s in args.preferred.split(",") if s),
                                   max_queue_delay_us=args.queue_delay_us, instance_count=args.instances,
-                                  intra_op_threads=args.threads)
+                                  intra_op_threads=args.threads, instance_kind="gpu" if args.gpu else "cpu")
         triton = LocalTriton(str(store.root / "models"), work / "triton").start()
 
         async def deploy() -> None:
@@ -220,27 +227,34 @@ def main() -> None:
                 await client.close()
 
         asyncio.run(deploy())
-        keys = RedisApiKeyStore(redis.Redis.from_url(args.redis_url), PEPPER, prefix)
-        token = keys.create("bench", [Scope.CLINICIAN]).token
         gateway_port, naive_port = free_port(), free_port()
         env = {**os.environ, "DERMASYNTH_STORE": "filesystem", "DERMASYNTH_STORE_ROOT": str(store.root),
                "DERMASYNTH_TRITON_URL": triton.url, "DERMASYNTH_REDIS_URL": args.redis_url,
                "DERMASYNTH_JOB_KEY_PREFIX": prefix, "DERMASYNTH_API_KEY_PEPPER": PEPPER,
                "DERMASYNTH_LOG_LEVEL": "WARNING", "DERMASYNTH_CACHE_ROOT": str(work / "cache")}
-        with (work / "gateway.log").open("wb") as log:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "services.gateway.app:create_app", "--factory", "--port",
-                 str(gateway_port), "--workers", str(args.gateway_workers), "--log-level", "warning",
-                 "--no-access-log"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        token = ""
+        if "gateway" not in skip:  # the gateway checks API keys in Redis
+            import redis
+
+            from dermasynth.auth import RedisApiKeyStore, Scope
+
+            keys = RedisApiKeyStore(redis.Redis.from_url(args.redis_url), PEPPER, prefix)
+            token = keys.create("bench", [Scope.CLINICIAN]).token
+            with (work / "gateway.log").open("wb") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "uvicorn", "services.gateway.app:create_app", "--factory", "--port",
+                     str(gateway_port), "--workers", str(args.gateway_workers), "--log-level", "warning",
+                     "--no-access-log"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+            wait_http(f"http://127.0.0.1:{gateway_port}/v1/health/live", "the gateway", processes[-1])
         with (work / "naive.log").open("wb") as log:
             processes.append(subprocess.Popen(
                 [sys.executable, str(REPO / "bench" / "naive_server.py"), "--port", str(naive_port), "--weights",
-                 str(work / "eager.pth"), "--contract", str(work / "contract.json")], cwd=REPO, env=env,
-                stdout=log, stderr=subprocess.STDOUT))
-        wait_http(f"http://127.0.0.1:{gateway_port}/v1/health/live", "the gateway", processes[0])
-        wait_http(f"http://127.0.0.1:{naive_port}/", "the naive server", processes[1])
+                 str(work / "eager.pth"), "--contract", str(work / "contract.json"),
+                 "--device", "cuda" if args.gpu else "cpu"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        naive_process = processes[-1]
+        wait_http(f"http://127.0.0.1:{naive_port}/", "the naive server", naive_process)
         assert triton.process is not None
-        pids = {"gateway": processes[0].pid, "naive": processes[1].pid, "triton": triton.process.pid}
+        pids = {"gateway": processes[0].pid if token else 0, "naive": naive_process.pid, "triton": triton.process.pid}
         results.update(asyncio.run(serve_figures(args, skip, levels, images, pixels, token, gateway_port,
                                                  naive_port, triton.url, pids)))
         report(args, results, load_before, triton)
@@ -254,9 +268,12 @@ def main() -> None:
                 process.kill()
         if triton is not None:
             triton.stop()
-        client = redis.Redis.from_url(args.redis_url)
-        for key in client.scan_iter(match=f"{prefix}:*"):
-            client.delete(key)
+        if "gateway" not in skip:
+            import redis
+
+            client = redis.Redis.from_url(args.redis_url)
+            for key in client.scan_iter(match=f"{prefix}:*"):
+                client.delete(key)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -323,6 +340,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, floa
             if "p50_ms" in figure:
                 line += f"  p50 {figure['p50_ms']:6.1f} ms  p99 {figure['p99_ms']:6.1f} ms"
             print(line)
+    print(f"device: {torch.cuda.get_device_name() if args.gpu else 'CPU'}")
     gw, direct = results["gateway through Triton"], results["direct Triton client"]
     naive = results["naive server (eager, 1 request at a time)"]
     alone = results.get("model alone (this process)", {})
