@@ -137,6 +137,9 @@ def test_finished_work_is_reused_by_content(finished: tuple[Path, ExperimentResu
                             FilesystemStore(folder), folder, again, resume=True)
     assert again.trained() == set()
     assert {r.key for r in second.runs} <= {r.key for r in first.runs} and second.gan == first.gan
+    report = sorted(p.name for p in (folder / "report").iterdir())
+    assert "confusion_real_mobilenet_v3_small.png" not in report  # the first experiment's report is gone
+    assert ExperimentResult.model_validate_json((folder / EXPERIMENT_RESULT).read_text()) == second
     with pytest.raises(FileExistsError, match="already holds an experiment"):
         run_experiment(tiny_config(), demo_dataset, FilesystemStore(folder), folder)
 

@@ -169,6 +169,8 @@ def _claim(store: ObjectStore, record: ExperimentRecord, resume: bool) -> Experi
             return ExperimentResult.model_validate_json(store.get_bytes(EXPERIMENT_RESULT))
         if previous != record:
             logger.info("the config differs from the stored experiment's; finished work with the same keys is reused")
+            for key in [EXPERIMENT_RESULT, *store.list(f"{REPORT_PREFIX}/")]:  # the old result and report go
+                store.delete(key)
     store.put_bytes(EXPERIMENT_RECORD, record.model_dump_json(indent=2).encode(), content_type="application/json")
     return None
 
