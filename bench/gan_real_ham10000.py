@@ -80,6 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest, _ = import_dataset(args.data, Path(tmp) / "ham10000", "ham10000", seed=0, copy=False)
         print(f"train split: {manifest.class_counts('train')}", flush=True)
+        print(f"GAN options: {config.resolved().model_dump_json()}", flush=True)
         deadline = Deadline(args.budget_min * 60)
         began = time.perf_counter()
         with contextlib.suppress(Cancelled):

@@ -111,7 +111,7 @@ def train(
     steps: Annotated[int | None, typer.Option(min=1, help="training steps [default: 10000]")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
     batch_size: Annotated[int | None, typer.Option(min=2, help="[default: 32]")] = None,
-    augment: Annotated[str | None, typer.Option(help="diffaugment, ada or none [default: diffaugment]")] = None,
+    augment: Annotated[str | None, typer.Option(help="ada, diffaugment or none [default: ada]")] = None,
     loss: Annotated[str | None, typer.Option(help="hinge or nonsaturating [default: nonsaturating]")] = None,
     classes: Annotated[str | None, typer.Option(help="comma-separated classes to learn [default: all]")] = None,
     seed: Annotated[int | None, typer.Option(min=0)] = None,

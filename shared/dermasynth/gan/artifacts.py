@@ -2,16 +2,17 @@
 
 Keys, relative to the run's store (``FilesystemStore(GAN_DIR)`` on the CLI, ``runs/{job_id}`` in jobs):
 
-==========================  ==================================================================
-``options.json``            the resolved :class:`GanConfig`, classes, and image counts trained on
-``checkpoint.pth``          the latest full training state (resume)
-``snapshots/step-N.pth``    EMA generator every ``snapshot_every`` steps
-``grids/step-N/<cls>.png``  per-class sample grids of the EMA generator (``_all.png``: one row per class)
-``stats.json``              losses, R1, augmentation probability, averaged every ``log_every`` steps
-``generator.pth``           the final EMA generator, what sampling and evaluation load
-``result.json``             written last: the run is complete
-``gan_report.json``         quality figures, written by ``evaluate_gan``
-==========================  ==================================================================
+============================  ================================================================================
+``options.json``              the resolved :class:`GanConfig`, classes, and image counts trained on
+``checkpoint.pth``            the latest full training state (resume)
+``snapshots/step-N.pth``      EMA generator every ``snapshot_every`` steps
+``grids/step-N/<cls>.png``    per-class sample grids of the EMA generator; ``_all.png``: one row per class
+``stats.json``                losses, R1, augmentation probability, averaged every ``log_every`` steps
+``generator.pth``             the final EMA generator, what sampling and evaluation load
+``result.json``               written last: the run is complete
+``gan_report.json``           quality figures, written by ``evaluate_gan`` (grids under ``evaluation/``)
+``feature_classifier/``       the classifier run whose features FID/KID use, when none was given
+============================  ================================================================================
 """
 
 from __future__ import annotations

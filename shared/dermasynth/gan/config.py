@@ -52,7 +52,8 @@ class GanConfig(BaseModel):
     r1_gamma: float | None = Field(
         default=None, ge=0, description="R1 weight; None: StyleGAN2-ADA's heuristic 0.0002 * size^2 / batch")
     r1_interval: int = Field(default=4, ge=1, description="lazy R1: penalize every N discriminator steps")
-    augment: Literal["diffaugment", "ada", "none"] = "diffaugment"
+    augment: Literal["diffaugment", "ada", "none"] = Field(
+        default="ada", description="ada: adaptive (off until the discriminator overfits); diffaugment: always on")
     diffaugment_policy: str = Field(default="color,translation,cutout",
                                     description=f"comma-separated subset of {', '.join(DIFFAUGMENT_OPS)}")
     ada_target: float = Field(default=0.6, gt=0, lt=1, description="ADA: target E[sign(D(real))]")
