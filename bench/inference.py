@@ -30,6 +30,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+# Idle OpenMP threads sleep instead of spinning: on 2 shared cores a spinning thread starves the other
+# processes (the servers, the client). Set before torch starts; the servers inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import aiohttp
 import httpx
 import numpy as np
