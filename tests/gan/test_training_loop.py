@@ -154,3 +154,15 @@ def test_conditioning_makes_each_class_recognizable(tmp_path: Path) -> None:
     fake = torch.cat(list(generate(trained.generator, labels, list(range(64)))))
     accuracy = (classifier.predict(_mean_colour(fake)) == np.array(labels)).mean()
     assert accuracy >= 0.9, f"generated classes are told apart only {accuracy:.0%} of the time (chance: 50%)"
+
+
+@pytest.mark.gpu
+def test_mixed_precision_training_on_cuda_at_gpu_resolutions(demo_dataset: Manifest, tmp_path: Path) -> None:
+    for size in (128, 256):
+        store = FilesystemStore(tmp_path / str(size))
+        result = train_gan(tiny_config(image_size=size, device="cuda", amp=True, steps=3), demo_dataset, store)
+        assert result.device.startswith("cuda") and result.step == 3
+        assert all(np.isfinite(v) for v in result.final_stats.values())
+        trained = load_generator(store, "cuda")
+        (images,) = generate(trained.generator, [0, 1], [1, 2])
+        assert images.shape == (2, 3, size, size)
