@@ -113,8 +113,8 @@ async def serve_inference(app: FastAPI, settings: Settings, store: ObjectStore) 
         await inference.client.close()
 
 
-def get_inference(request: Request) -> Inference:
-    """The app's :class:`Inference` (built in the lifespan)."""
+async def get_inference(request: Request) -> Inference:
+    """The app's :class:`Inference` (built in the lifespan); async, so FastAPI calls it without a thread hop."""
     inference: Inference = request.app.state.inference
     return inference
 

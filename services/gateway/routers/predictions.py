@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from dermasynth.schemas import PredictionResponse
 from dermasynth.serving.inference_client import InferenceFailed, InferenceUnavailable
@@ -46,7 +46,7 @@ async def predict(
     explain: Annotated[bool, Query(description="add a Grad-CAM heat map (PNG, base64) per image")] = False,
     model: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
                                        description="a served model other than the default")] = None,
-) -> PredictionResponse | JSONResponse:
+) -> Response:
     limit = inference.settings.max_prediction_images
     if len(images) > limit:
         return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{len(images)} images in one request; at most {limit} "
@@ -63,6 +63,6 @@ async def predict(
                       "inference_unavailable")
     except InferenceFailed as exc:
         return _error(status.HTTP_502_BAD_GATEWAY, str(exc), "inference_failed")
-    if response.succeeded == 0:
-        return JSONResponse(response.model_dump(mode="json"), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    return response
+    code = status.HTTP_200_OK if response.succeeded else status.HTTP_422_UNPROCESSABLE_CONTENT
+    # serialized once here (pydantic-core), rather than re-validated against response_model by FastAPI
+    return Response(response.model_dump_json(), status_code=code, media_type="application/json")
