@@ -41,6 +41,9 @@ METHOD_NOTES: tuple[str, ...] = (
     "below 0, otherwise 'cannot be told apart'; a class with fewer test images than the evaluation's "
     "min_support gets no per-class verdict ('too few test images'). Each verdict holds at the 95% level on "
     "its own; with many classes and comparisons, some 'better'/'worse' verdicts are expected by chance.",
+    "The intervals cover the sampling error of the test set, not the variation between training runs: with "
+    "one seed per arm a verdict can reflect one run's luck. Several seeds (pooled here, their spread shown as "
+    "'± sd') make a verdict about the arms rather than about single runs.",
 )
 
 
