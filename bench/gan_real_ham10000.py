@@ -31,6 +31,7 @@ import torch
 
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.data.importer import import_dataset
+from dermasynth.gan.artifacts import RESULT_KEY, GanResult
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.quality import evaluate_gan
 from dermasynth.gan.training_loop import train_gan
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--feature-epochs", type=int, default=4)
     parser.add_argument("--feature-steps", type=int, default=60, help="steps per feature-classifier epoch")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the GAN already in --out again")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"skipped: the real HAM10000 is not at {args.data}")
@@ -72,7 +74,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     print(f"load average at the start: {os.getloadavg()}  threads: {args.threads}  cores: {os.cpu_count()}")
-    if args.out.exists():
+    if args.out.exists() and not args.evaluate_only:
         shutil.rmtree(args.out)
     gan = FilesystemStore(args.out)
     config = GanConfig(image_size=64, steps=1_000_000, batch_size=args.batch_size, grid_every=500,
@@ -80,27 +82,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest, _ = import_dataset(args.data, Path(tmp) / "ham10000", "ham10000", seed=0, copy=False)
         print(f"train split: {manifest.class_counts('train')}", flush=True)
-        print(f"GAN options: {config.resolved().model_dump_json()}", flush=True)
-        deadline = Deadline(args.budget_min * 60)
-        began = time.perf_counter()
-        with contextlib.suppress(Cancelled):
-            train_gan(config, manifest, gan, deadline)
-        result = train_gan(GanConfig(steps=deadline.step), manifest, gan, resume=True)  # finalize at that step
+        if args.evaluate_only:
+            result = GanResult.model_validate_json(gan.get_bytes(RESULT_KEY))
+        else:
+            print(f"GAN options: {config.resolved().model_dump_json()}", flush=True)
+            deadline = Deadline(args.budget_min * 60)
+            with contextlib.suppress(Cancelled):
+                train_gan(config, manifest, gan, deadline)
+            result = train_gan(GanConfig(steps=deadline.step), manifest, gan, resume=True)  # finalize at that step
         print(f"GAN: {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.3f} steps/s, "
               f"batch {config.batch_size}); generator {result.generator_id[:12]}; "
-              f"wall {time.perf_counter() - began:.0f} s; load {os.getloadavg()}", flush=True)
+              f"load {os.getloadavg()}", flush=True)
 
         features = TrainConfig(model="resnet18", image_size=64, epochs=args.feature_epochs, batch_size=64,
                                max_steps_per_epoch=args.feature_steps, num_workers=0, device="cpu")
         began = time.perf_counter()
         report = evaluate_gan(gan, manifest, feature_config=features)
         print(f"evaluation: {time.perf_counter() - began:.0f} s; feature space: {report.feature_space}")
-    print(f"{'class':6} {'real':>5} {'gen':>5} {'FID':>7} {'KIDx1e3':>8} {'prec':>5} {'rec':>5} {'copies':>6} "
-          f"{'min RMSE':>8}")
+    print(f"{'class':6} {'real':>5} {'gen':>5} {'FID':>7} {'KIDx1e3':>13} {'prec':>5} {'rec':>5} {'copies':>6} "
+          f"{'min RMSE':>8} {'ratio med':>9}")
     for label, q in report.classes.items():
-        print(f"{label:6} {q.real_images:5d} {q.generated_images:5d} {q.fid or float('nan'):7.1f} "
-              f"{(q.kid_mean or float('nan')) * 1000:8.1f} {q.precision or 0:5.2f} {q.recall or 0:5.2f} "
-              f"{q.near_copies:6d} {q.nearest_real_rmse_min:8.4f}")
+        kid = f"{(q.kid_mean or 0) * 1000:.1f}±{(q.kid_std or 0) * 1000:.1f}"
+        print(f"{label:6} {q.real_images:5d} {q.generated_images:5d} {q.fid or float('nan'):7.1f} {kid:>13} "
+              f"{q.precision or 0:5.2f} {q.recall or 0:5.2f} {q.near_copies:6d} {q.nearest_real_rmse_min:8.4f} "
+              f"{q.nearest_ratio_median or float('nan'):9.3f}")
     print(f"mean FID {report.mean_fid:.1f}, mean KID {report.mean_kid:.4f}, near-copies {report.near_copies} "
           f"(threshold RMSE {report.near_copy_threshold:.4f})")
     print(f"grids: {args.out / result.grids[-1]} and {args.out}/grids/step-*/<class>.png; "

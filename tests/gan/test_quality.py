@@ -19,6 +19,7 @@ from dermasynth.gan.quality import (
     evaluation_seeds,
     fid_kid,
     near_copy_threshold,
+    nearest_real,
     precision_recall,
 )
 from dermasynth.gan.sampling import generate, png_bytes
@@ -41,7 +42,7 @@ def test_fid_and_kid_are_near_zero_for_one_distribution_and_grow_with_a_shift() 
     shifted = fid_kid(_gauss(300, seed=1), _gauss(300, 1.0, seed=2))
     assert same[0] < 0.5 and abs(same[1]) < 0.05
     assert shifted[0] > 5 and shifted[1] > 0.5
-    assert shifted[3] == 300
+    assert shifted[3] == 150  # KID subsets of half the images, so that they differ
     with pytest.raises(ValueError, match="at least 2 feature rows"):
         fid_kid(_gauss(1), _gauss(5))
 
@@ -69,6 +70,19 @@ def test_near_copy_threshold_ignores_views_of_the_same_lesion() -> None:
         near_copy_threshold(images, ["a"] * 5, labels, 0.01)
 
 
+def test_a_copy_is_near_one_lesion_while_a_featureless_image_is_near_all_of_them() -> None:
+    rng = torch.Generator().manual_seed(0)
+    skin = torch.tensor([200, 150, 140], dtype=torch.float32).view(1, 3, 1, 1)
+    real = (skin + torch.randn(6, 3, 16, 16, generator=rng) * 20).clamp(0, 255).to(torch.uint8)  # textured skin
+    plain = skin.expand(1, 3, 16, 16).to(torch.uint8)  # the mean image: close to every real image
+    copy = real[2:3]
+    nearest, which, ratio = nearest_real(torch.cat([plain, copy]), real, ["a", "b", "c", "d", "e", "f"])
+    assert int(which[1]) == 2 and float(nearest[1]) == 0.0 and float(ratio[1]) == 0.0
+    assert float(ratio[0]) > 0.8  # about as near to its second lesion as to its first: not a copy
+    _, _, alone = nearest_real(copy, real, ["a"] * 6)
+    assert torch.isinf(alone).all()  # one lesion only: no ratio
+
+
 def test_evaluate_gan_reports_every_class_and_writes_json_and_grids(tiny_gan: Path, demo_dataset: Manifest,
                                                                     tmp_path: Path) -> None:
     gan_dir = tmp_path / "gan"
@@ -80,7 +94,7 @@ def test_evaluate_gan_reports_every_class_and_writes_json_and_grids(tiny_gan: Pa
     real_train = demo_dataset.class_counts("train")
     for label, quality in report.classes.items():
         assert quality.real_images == real_train[label] and quality.generated_images == 10
-        assert quality.kid_subset_size == min(10, real_train[label])
+        assert quality.kid_subset_size == max(2, min(10, real_train[label]) // 2)
         assert quality.fid is not None and quality.fid >= 0
         assert quality.nearest_real_rmse_min > 0
     assert report.feature_space == POOLED and report.mean_fid is not None

@@ -11,9 +11,11 @@ and both sets go through one feature space (see :mod:`dermasynth.gan.features`):
   if it falls inside the k-NN ball of some generated image.
 * **Memorization**: the pixel RMSE (in [0, 1] units, at the GAN's resolution) of every generated image
   to its nearest real training image of its class. A generated image is flagged as a near-copy when
-  it is closer than ``near_copy_quantile`` of real images are to their nearest real image of *another
-  lesion* (same class; over the same capped, seeded subset): closer to a training image than almost any
-  two different real lesions are.
+  (1) it is closer than ``near_copy_quantile`` of real images are to their nearest real image of
+  *another lesion* (same class; over the same capped, seeded subset): closer to a training image than
+  almost any two different real lesions are, and (2) that nearest lesion is much nearer than every
+  other lesion (distance ratio under ``near_copy_ratio``). The second test keeps smooth, featureless
+  images, which lie close to many plain real images at once, from being counted as copies.
 
 :func:`evaluate_gan` writes ``gan_report.json`` and, under ``evaluation/``, a sample grid and a grid
 of the closest generated/real pairs per class into the GAN's store.
@@ -61,6 +63,7 @@ class NearCopy(BaseModel):
     seed: int
     nearest_real: str = Field(description="the real image's path in the manifest")
     rmse: float
+    ratio: float | None = Field(description="rmse over the rmse to the nearest image of any other lesion")
 
 
 class ClassQuality(BaseModel):
@@ -76,6 +79,7 @@ class ClassQuality(BaseModel):
     recall: float | None
     nearest_real_rmse_min: float
     nearest_real_rmse_median: float
+    nearest_ratio_median: float | None = Field(description="median of nearest / nearest-other-lesion RMSE")
     near_copies: int
     near_copy_examples: list[NearCopy] = Field(default_factory=list, description="up to 8, closest first")
 
@@ -91,7 +95,8 @@ class GanReport(BaseModel):
     mean_fid: float | None = Field(description="mean over classes that have a FID")
     mean_kid: float | None
     near_copies: int = Field(description="all classes together")
-    near_copy_threshold: float = Field(description="pixel RMSE under which a generated image is a near-copy")
+    near_copy_threshold: float = Field(description="pixel RMSE under which a generated image may be a near-copy")
+    near_copy_ratio: float = Field(description="... if also its nearest lesion is this much nearer than any other")
     k: int = Field(description="neighbourhood size of precision/recall")
     truncation: float
     seed: int
@@ -123,7 +128,7 @@ def fid_kid(real: Tensor, fake: Tensor, *, seed: int = 0, subsets: int = 100) ->
     fid = FrechetInceptionDistance(feature=_Precomputed(dim), reset_real_features=True)
     fid.update(real.double(), real=True)
     fid.update(fake.double(), real=False)
-    subset = min(real.shape[0], fake.shape[0], 1000)
+    subset = min(1000, max(2, min(real.shape[0], fake.shape[0]) // 2))  # half: subsets differ, the std means something
     with warnings.catch_warnings():  # torchmetrics warns that KID keeps its features: a few thousand rows here
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=subsets, subset_size=subset)
@@ -189,10 +194,29 @@ def near_copy_threshold(images: Tensor, lesions: list[str], labels: Tensor, quan
     return float(torch.quantile(pooled.double(), quantile))
 
 
+def nearest_real(fake: Tensor, real: Tensor, lesions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
+    """For each generated image: the pixel RMSE to its nearest real image, that image's index, and the ratio
+    of that RMSE to the RMSE of the nearest image of any other lesion (inf where there is no other lesion).
+
+    Args:
+        fake: generated uint8 images (F, 3, S, S).
+        real: real uint8 images (R, 3, S, S), R >= 1.
+        lesions: the real images' lesion ids.
+    """
+    distances = _rmse_matrix(fake, real)
+    nearest, which = distances.min(dim=1)
+    index = {lesion: i for i, lesion in enumerate(dict.fromkeys(lesions))}
+    ids = torch.tensor([index[lesion] for lesion in lesions])
+    other = distances.masked_fill(ids[which][:, None] == ids[None, :], float("inf")).min(dim=1).values
+    ratio = torch.where(other.isfinite(), nearest / other.clamp(min=1e-12), torch.full_like(nearest, float("inf")))
+    return nearest, which, ratio
+
+
 @dataclass
 class _ClassSets:
     real: Tensor
     real_paths: list[str]
+    real_lesions: list[str]
     fake: Tensor
     seeds: list[int]
 
@@ -215,6 +239,7 @@ def evaluate_gan(
     truncation: float = 1.0,
     seed: int = 0,
     near_copy_quantile: float = 0.01,
+    near_copy_ratio: float = 0.5,
     batch_size: int = 64,
     device: str | None = None,
     progress: ProgressCallback = ignore_progress,
@@ -236,7 +261,7 @@ def evaluate_gan(
         k: neighbourhood size of precision/recall.
         truncation: truncation of the evaluated samples (1.0: the full distribution).
         seed: seeds the samples, the real subsets and KID's subsets.
-        near_copy_quantile: see the module docstring.
+        near_copy_quantile, near_copy_ratio: see the module docstring.
         batch_size: images per forward pass.
         device: where the generator runs (default: CUDA when available).
         progress: called once per class (and during the default classifier's training).
@@ -281,9 +306,10 @@ def evaluate_gan(
         seeds = evaluation_seeds(seed, label, count)
         fake = torch.cat(list(generate(trained.generator, [trained.class_index(label)] * count, seeds,
                                        truncation=truncation, batch_size=batch_size)))
-        sets = _ClassSets(real.images[rows], [real.records[i].image for i in rows.tolist()], fake, seeds)
-        results[label], class_grids = _evaluate_class(gan, label, sets, real.images[shown], space, k, threshold,
-                                                      seed, batch_size)
+        sets = _ClassSets(real.images[rows], [real.records[i].image for i in rows.tolist()],
+                          [real.records[i].lesion_id for i in rows.tolist()], fake, seeds)
+        results[label], class_grids = _evaluate_class(gan, label, sets, real.images[shown], space, k,
+                                                      (threshold, near_copy_ratio), seed, batch_size)
         grids += class_grids
         progress(Progress(phase="evaluate", step=index + 1, total_steps=len(classes), message=label,
                           metrics={"fid": results[label].fid, "kid": results[label].kid_mean}))
@@ -294,7 +320,8 @@ def evaluate_gan(
         generator_id=trained.generator_id, gan_step=trained.step, image_size=trained.config.image_size,
         feature_space=space.description, classes=results, mean_fid=sum(fids) / len(fids) if fids else None,
         mean_kid=sum(kids) / len(kids) if kids else None, near_copies=sum(q.near_copies for q in results.values()),
-        near_copy_threshold=threshold, k=k, truncation=truncation, seed=seed, grids=grids,
+        near_copy_threshold=threshold, near_copy_ratio=near_copy_ratio, k=k, truncation=truncation, seed=seed,
+        grids=grids,
         seconds=round(time.perf_counter() - began, 2),
     )
     gan.put_bytes(REPORT_KEY, report.model_dump_json(indent=2).encode(), "application/json")
@@ -302,7 +329,7 @@ def evaluate_gan(
 
 
 def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Tensor, space: FeatureSpace, k: int,
-                    threshold: float, seed: int, batch_size: int) -> tuple[ClassQuality, list[str]]:
+                    copy_rule: tuple[float, float], seed: int, batch_size: int) -> tuple[ClassQuality, list[str]]:
     real_features = _features(space.extract, compared, batch_size)
     fake_features = _features(space.extract, sets.fake, batch_size)
     fid = kid_mean = kid_std = None
@@ -315,12 +342,16 @@ def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Te
     else:
         logger.warning("class %s: too few images for precision/recall with k=%d", label, k)
 
-    distances = _rmse_matrix(sets.fake, sets.real)
-    nearest, which = distances.min(dim=1)
+    threshold, max_ratio = copy_rule
+    nearest, which, ratio = nearest_real(sets.fake, sets.real, sets.real_lesions)
     order = nearest.argsort()
-    flagged = [int(i) for i in order.tolist() if float(nearest[i]) < threshold]
-    examples = [NearCopy(seed=sets.seeds[i], nearest_real=sets.real_paths[int(which[i])], rmse=float(nearest[i]))
-                for i in flagged[:PAIRS_SHOWN]]
+    # with a single real lesion there is no ratio to check (inf): the distance alone decides
+    single = not bool(ratio.isfinite().any())
+    flagged = [int(i) for i in order.tolist()
+               if float(nearest[i]) < threshold and (single or float(ratio[i]) < max_ratio)]
+    examples = [NearCopy(seed=sets.seeds[i], nearest_real=sets.real_paths[int(which[i])], rmse=float(nearest[i]),
+                         ratio=None if single else float(ratio[i])) for i in flagged[:PAIRS_SHOWN]]
+    finite = ratio.isfinite()
 
     samples_key = f"{EVALUATION_PREFIX}/samples/{label}.png"
     gan.put_bytes(samples_key, grid_png(sets.fake[:SAMPLES_SHOWN]), "image/png")
@@ -333,6 +364,7 @@ def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Te
         real_images=int(real_features.shape[0]), generated_images=int(fake_features.shape[0]), fid=fid,
         kid_mean=kid_mean, kid_std=kid_std, kid_subset_size=subset, precision=precision, recall=recall,
         nearest_real_rmse_min=float(nearest.min()), nearest_real_rmse_median=float(nearest.median()),
+        nearest_ratio_median=float(ratio[finite].median()) if bool(finite.any()) else None,
         near_copies=len(flagged), near_copy_examples=examples,
     )
     return quality, [samples_key, pairs_key]
