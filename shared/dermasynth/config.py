@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     s3_bucket: str = "dermasynth"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    s3_public_endpoint: str | None = Field(default=None, description="host:port users reach S3 at, for presigned "
+                                           "URLs, when it is not s3_endpoint (e.g. minio:9000 in compose)")
+    s3_public_secure: bool | None = Field(default=None, description="HTTPS at the public endpoint; None: as s3_secure")
 
     # Broker and job state.
     redis_url: str = "redis://127.0.0.1:6379/0"

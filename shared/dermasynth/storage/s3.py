@@ -16,12 +16,21 @@ _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
 
 
 class S3Store:
-    """Objects in one bucket of an S3-compatible server; the bucket is created when absent."""
+    """Objects in one bucket of an S3-compatible server; the bucket is created when absent.
+
+    ``public_endpoint`` is the address users reach the server at when it differs from the one services
+    use (``minio:9000`` inside compose or a cluster): presigned URLs are signed for that host. Signing
+    is local; the region is given, so no request goes to the public address.
+    """
 
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *,
-                 secure: bool = False, region: str = "us-east-1") -> None:
+                 secure: bool = False, region: str = "us-east-1", public_endpoint: str | None = None,
+                 public_secure: bool | None = None) -> None:
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
                             region=region)
+        self.signer = self.client if public_endpoint is None else Minio(
+            public_endpoint, access_key=access_key, secret_key=secret_key,
+            secure=secure if public_secure is None else public_secure, region=region)
         self.bucket = bucket
         if not self.client.bucket_exists(bucket_name=bucket):
             self.client.make_bucket(bucket_name=bucket)
@@ -82,7 +91,7 @@ class S3Store:
             raise _translate(exc, src) from exc
 
     def presigned_url(self, key: str, expires: timedelta) -> str | None:
-        return self.client.presigned_get_object(bucket_name=self.bucket, object_name=check_key(key),
+        return self.signer.presigned_get_object(bucket_name=self.bucket, object_name=check_key(key),
                                                 expires=expires)
 
 
