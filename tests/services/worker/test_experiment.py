@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from dermasynth.config import get_settings
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import JobKind, JobRecord, JobState
 from dermasynth.jobs.params import ExperimentParams
-from services.worker.resources import WorkerResources, worker_resources
+from services.worker.resources import WorkerResources
 from services.worker.tasks.experiment import experiment_task
-from tests.services.platform import Platform
 
 TINY = {
     "name": "job", "arms": ["real", "gan"], "backbones": ["mobilenet_v3_small"], "seeds": [0],
@@ -24,17 +21,6 @@ TINY = {
             "log_every": 3, "device": "cpu"},
     "synthesis": {"mode": "balance", "ratio": 0.5}, "evaluation": {"bootstrap": 200},
 }
-
-
-@pytest.fixture
-def resources(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerResources]:
-    for name, value in {**platform.env, "DERMASYNTH_CACHE_ROOT": str(platform.root / "cache")}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
-    yield worker_resources()
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
 
 
 def test_experiment_job_runs_every_arm_and_writes_the_report(resources: WorkerResources,

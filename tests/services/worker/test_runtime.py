@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -18,23 +17,9 @@ from services.worker.resources import WorkerResources, worker_resources
 from services.worker.tasks.training import training
 from tests.conftest import free_port
 from tests.services.platform import Platform
+from tests.services.worker.conftest import use_platform
 
 TINY = {"model": "mobilenet_v3_small", "image_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 1}
-
-
-def _use(platform: Platform, monkeypatch: pytest.MonkeyPatch, **extra: str) -> WorkerResources:
-    for name, value in {**platform.env, "DERMASYNTH_CACHE_ROOT": str(platform.root / "cache"), **extra}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
-    return worker_resources()
-
-
-@pytest.fixture
-def resources(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerResources]:
-    yield _use(platform, monkeypatch)
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
 
 
 def _job(resources: WorkerResources, params: dict[str, object]) -> JobRecord:
@@ -83,9 +68,10 @@ def test_transient_storage_errors_are_retried_then_fail(
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        resources = _use(platform, monkeypatch, DERMASYNTH_STORE="s3", DERMASYNTH_S3_ENDPOINT=f"127.0.0.1:{port}",
-                         DERMASYNTH_S3_BUCKET=f"b-{uuid.uuid4().hex[:8]}", DERMASYNTH_S3_ACCESS_KEY="test",
-                         DERMASYNTH_S3_SECRET_KEY="test-secret")
+        resources = use_platform(platform, monkeypatch, DERMASYNTH_STORE="s3",
+                                 DERMASYNTH_S3_ENDPOINT=f"127.0.0.1:{port}",
+                                 DERMASYNTH_S3_BUCKET=f"b-{uuid.uuid4().hex[:8]}", DERMASYNTH_S3_ACCESS_KEY="test",
+                                 DERMASYNTH_S3_SECRET_KEY="test-secret")
         dataset = resources.registry.publish(demo_dataset.root, name="demo", origin="local")
         job = _job(resources, {"dataset_id": dataset.id, "config": TINY})
     finally:

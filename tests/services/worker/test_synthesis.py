@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from dermasynth.config import get_settings
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import JobKind, JobRecord, JobState
 from dermasynth.jobs.params import SynthesisParams
-from services.worker.resources import WorkerResources, worker_resources
+from services.worker.resources import WorkerResources
 from services.worker.tasks.synthesis import synthesis_task, synthesized_dataset_id
-from tests.services.platform import Platform
 
 TINY_GAN = {"image_size": 16, "steps": 6, "batch_size": 8, "checkpoint_every": 3, "snapshot_every": 6,
             "grid_every": 6, "grid_size": 2, "log_every": 3, "z_dim": 16, "w_dim": 16, "channel_base": 64,
             "max_channels": 16, "device": "cpu"}
-
-
-@pytest.fixture
-def resources(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerResources]:
-    for name, value in {**platform.env, "DERMASYNTH_CACHE_ROOT": str(platform.root / "cache")}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
-    yield worker_resources()
-    get_settings.cache_clear()
-    worker_resources.cache_clear()
 
 
 def test_synthesis_publishes_a_dataset_with_synthetic_training_images(resources: WorkerResources,
