@@ -1,5 +1,7 @@
 """Dependencies as typed aliases: handlers declare what they need (``jobs: JobStoreDep``, ``key: EngineerKey``).
 
+The accessors are ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, and
+a thread hop per accessor is CPU that every request pays. ``authenticate`` stays ``def``: it reads Redis.
 Routers added later reuse these: ``EngineerKey`` / ``ClinicianKey`` (or ``require_scope(...)``) for
 authentication and scopes, ``SettingsDep``, ``StoreDep``, ``RegistryDep`` and ``JobStoreDep`` for the
 shared clients, ``MetricsDep`` for the app's Prometheus registry. Tests replace any of them with
@@ -8,7 +10,7 @@ shared clients, ``MetricsDep`` for the app's Prometheus registry. Tests replace 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
@@ -24,7 +26,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.services import Services
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     """The app's Prometheus metrics."""
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
@@ -33,7 +35,7 @@ def get_metrics(request: Request) -> GatewayMetrics:
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's shared clients (built in the app's lifespan)."""
     services: Services = request.app.state.services
     return services
@@ -42,27 +44,27 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings_dep(services: ServicesDep) -> Settings:
+async def get_settings_dep(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> ObjectStore:
+async def get_store(services: ServicesDep) -> ObjectStore:
     return services.store
 
 
-def get_registry(services: ServicesDep) -> DatasetRegistry:
+async def get_registry(services: ServicesDep) -> DatasetRegistry:
     return services.registry
 
 
-def get_jobs(services: ServicesDep) -> RedisJobStore:
+async def get_jobs(services: ServicesDep) -> RedisJobStore:
     return services.jobs
 
 
-def get_keys(services: ServicesDep) -> RedisApiKeyStore:
+async def get_keys(services: ServicesDep) -> RedisApiKeyStore:
     return services.keys
 
 
-def get_dispatcher(services: ServicesDep) -> CeleryDispatcher:
+async def get_dispatcher(services: ServicesDep) -> CeleryDispatcher:
     return services.dispatcher
 
 
@@ -95,10 +97,10 @@ def authenticate(keys: KeyStoreDep,
 CallerDep = Annotated[ApiKey, Depends(authenticate)]
 
 
-def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
+def require_scope(scope: Scope) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     """A dependency that lets through keys holding ``scope`` (403 for other keys, 401 without a key)."""
 
-    def check(key: CallerDep) -> ApiKey:
+    async def check(key: CallerDep) -> ApiKey:
         if scope not in key.scopes:
             held = ", ".join(s.value for s in key.scopes)
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.id} has the scope(s) {held}; this "

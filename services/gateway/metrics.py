@@ -8,14 +8,15 @@ on it: ``Counter("dermasynth_predictions_total", "...", registry=app.state.metri
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class QueueLengthCollector(Collector):
@@ -55,27 +56,43 @@ class GatewayMetrics:
         self.registry.register(QueueLengthCollector(read))
 
 
-def _route_of(request: Request) -> str:
-    """The matched route's path template (``/v1/jobs/{job_id}``), so labels stay few; unknown paths share one."""
-    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+class ObserveRequests:
+    """ASGI middleware counting and timing every HTTP request by method, route template and status.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs each
+    request in a task group of its own, CPU that every prediction would pay.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            # the router has put the matched route in the scope: its path template keeps the labels few
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
 def install_metrics(app: FastAPI, metrics: GatewayMetrics) -> None:
     """Count and time every request, and serve ``GET /metrics`` in the Prometheus text format."""
     app.state.metrics = metrics
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response: Response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = _route_of(request)
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    app.add_middleware(ObserveRequests, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

@@ -81,3 +81,14 @@ def test_open_endpoints(client: TestClient) -> None:
     assert set(checks) == {"redis", "store", "triton"} and checks["redis"] == checks["store"] == "ok"
     assert (ready.status_code == 200) == (checks["triton"] == "ok")  # these tests run no tritonserver
     assert "dermasynth_http_requests_total" in client.get("/metrics").text
+
+
+def test_requests_are_counted_by_route_template_and_status(client: TestClient) -> None:
+    for _ in range(3):
+        assert client.get("/v1/jobs/0123456789abcdef0123456789abcdef").status_code == 401
+    assert client.get("/no/such/path").status_code == 404
+    text = client.get("/metrics").text
+    line = 'dermasynth_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="401"}'
+    assert any(row.startswith(line) and float(row.split()[-1]) >= 3 for row in text.splitlines()), text
+    assert 'route="unmatched",status="404"' in text
+    assert 'dermasynth_http_request_seconds_count{method="GET",route="/v1/jobs/{job_id}"}' in text
