@@ -5,7 +5,7 @@ one 32 px GAN) on the 200x150 HAM10000 copy beside the repository, then prints p
 figures and per-class F1 with 95% intervals, and for every comparison the verdict overall and per class.
 The load average is printed before and after: on a shared CPU the times stretch with it.
 
-    python bench/experiment_cpu.py                         # about 30 minutes on an idle 2-core CPU
+    python bench/experiment_cpu.py                         # about 33 minutes on an idle 2-core CPU
     python bench/experiment_cpu.py --out /tmp/e --resume   # continue an interrupted run
 Skips (exit 0) when ../shared/data/ham10000_200x150 is not there.
 """
