@@ -105,7 +105,7 @@ SYNTHESIZED=$(dermasynth jobs status "$SYNTHESIS" | field result dataset_id)
 echo "new dataset $SYNTHESIZED: classes $(dermasynth datasets show "$SYNTHESIZED" | field stats classes)"
 echo "  sources $(dermasynth datasets show "$SYNTHESIZED" | field stats sources)"
 
-echo "== 8. training job on the synthesized dataset (evaluated on real held-out images only)"
+echo "== 8. training job on the synthesized dataset (evaluated on held-out images only, never synthetic ones)"
 TRAINING=$(dermasynth jobs submit training --params @deploy/local/training.json --set "dataset_id=$SYNTHESIZED" --wait)
 dermasynth jobs status "$TRAINING" >"$VAR/training_job.json"
 python - "$VAR/training_job.json" <<'PY'
