@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     s3_public_endpoint: str | None = Field(default=None, description="host:port users reach S3 at, for presigned "
-                                           "URLs, when it is not s3_endpoint (e.g. minio:9000 in compose)")
+                                           "URLs, when services use another (s3_endpoint minio:9000 in compose)")
     s3_public_secure: bool | None = Field(default=None, description="HTTPS at the public endpoint; None: as s3_secure")
 
     # Broker and job state.
