@@ -90,9 +90,8 @@ def main() -> None:
             with contextlib.suppress(Cancelled):
                 train_gan(config, manifest, gan, deadline)
             result = train_gan(GanConfig(steps=deadline.step), manifest, gan, resume=True)  # finalize at that step
-        print(f"GAN: {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.3f} steps/s, "
-              f"batch {config.batch_size}); generator {result.generator_id[:12]}; "
-              f"load {os.getloadavg()}", flush=True)
+        print(f"GAN: {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.3f} steps/s); "
+              f"generator {result.generator_id[:12]}; load {os.getloadavg()}", flush=True)
 
         features = TrainConfig(model="resnet18", image_size=64, epochs=args.feature_epochs, batch_size=64,
                                max_steps_per_epoch=args.feature_steps, num_workers=0, device="cpu")
