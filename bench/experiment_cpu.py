@@ -22,11 +22,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-from dermasynth.evaluation.experiment import run_experiment
-from dermasynth.evaluation.experiment_config import read_experiment_file
-from dermasynth.evaluation.experiment_data import prepare_dataset
-from dermasynth.evaluation.pooled import Estimate
-from dermasynth.evaluation.report import ExperimentReport
+from dermasynth.experiments.config import read_experiment_file
+from dermasynth.experiments.data import prepare_dataset
+from dermasynth.experiments.report import ExperimentReport
+from dermasynth.experiments.runner import run_experiment
+from dermasynth.metrics.pooled import Estimate
 from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
 
@@ -64,8 +64,10 @@ def _ci(estimate: Estimate | None) -> str:
 def summarise(report: ExperimentReport) -> None:
     """The table per arm and the verdicts per comparison and class."""
     backbone = report.backbones[0]
-    print(f"\n== test split: {sum(report.images['test'].values())} real images of held-out lesions "
-          f"({', '.join(f'{c} {n}' for c, n in report.images['test'].items())})")
+    print(
+        f"\n== test split: {sum(report.images['test'].values())} real images of held-out lesions "
+        f"({', '.join(f'{c} {n}' for c, n in report.images['test'].items())})"
+    )
     print(f"\n{'arm':12} {'balanced acc [95% CI]':>24} {'macro-F1 [95% CI]':>24} {'accuracy [95% CI]':>24}")
     for arm in report.arms:
         overall = report.summary(arm.name, backbone).metrics.overall
@@ -74,8 +76,9 @@ def summarise(report: ExperimentReport) -> None:
     print("\nper-class F1 [95% CI] (support)")
     print(f"{'class':7}" + "".join(f"{arm.name:>22}" for arm in report.arms))
     for label in report.classes:
-        row = [_ci(report.summary(arm.name, backbone).metrics.per_class.get(label, {}).get("f1"))
-               for arm in report.arms]
+        row = [
+            _ci(report.summary(arm.name, backbone).metrics.per_class.get(label, {}).get("f1")) for arm in report.arms
+        ]
         support = report.summary(report.arms[0].name, backbone).metrics.support[label]
         print(f"{label:7}" + "".join(f"{cell:>22}" for cell in row) + f"  ({support})")
     for entry in report.comparisons:
@@ -101,24 +104,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config, source = read_experiment_file(args.config)
     assert source is not None, f"{args.config} names no data"
-    print(f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}  threads: {args.threads}  "
-          f"torch {torch.__version__}", flush=True)
+    print(
+        f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}  threads: {args.threads}  "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
     began = time.perf_counter()
     manifest = prepare_dataset(source, args.out / "data")
-    print(f"{time.perf_counter() - began:7.0f}s dataset: {len(manifest)} images, splits "
-          f"{ {s: sum(c.values()) for s, c in manifest.split_counts().items()} }", flush=True)
+    print(
+        f"{time.perf_counter() - began:7.0f}s dataset: {len(manifest)} images, splits "
+        f"{ {s: sum(c.values()) for s, c in manifest.split_counts().items()} }",
+        flush=True,
+    )
     result = run_experiment(config, manifest, FilesystemStore(args.out), args.out, Timeline(), resume=args.resume)
     wall = time.perf_counter() - began
     report = ExperimentReport.model_validate_json((args.out / "report" / "report.json").read_text())
-    print(f"\n{args.config.name}: {len(result.runs)} runs, wall {wall / 60:.1f} min "
-          f"(this process; a resumed run counts only what it redid)")
+    print(
+        f"\n{args.config.name}: {len(result.runs)} runs, wall {wall / 60:.1f} min "
+        f"(this process; a resumed run counts only what it redid)"
+    )
     if report.synthesis is not None:
         s = report.synthesis
-        print(f"GAN {s.gan_steps} steps at {s.gan_image_size} px in {s.gan_seconds / 60:.1f} min; synthetic images "
-              f"added: { {c: s.after[c] - s.before[c] for c in s.after} }")
+        print(
+            f"GAN {s.gan_steps} steps at {s.gan_image_size} px in {s.gan_seconds / 60:.1f} min; synthetic images "
+            f"added: { {c: s.after[c] - s.before[c] for c in s.after} }"
+        )
     for run in result.runs:
-        print(f"run {run.arm:12} train {run.train_seconds / 60:5.1f} min, best epoch {run.best_epoch}/"
-              f"{run.epochs_run}, val balanced accuracy {run.best_val_balanced_accuracy:.3f}")
+        print(
+            f"run {run.arm:12} train {run.train_seconds / 60:5.1f} min, best epoch {run.best_epoch}/"
+            f"{run.epochs_run}, val balanced accuracy {run.best_val_balanced_accuracy:.3f}"
+        )
     summarise(report)
     print(f"\nload average after: {os.getloadavg()}")
     print(f"report: {args.out / 'report' / 'report.md'}")

@@ -59,8 +59,9 @@ class Deadline:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HAM10000)
-    parser.add_argument("--out", type=Path, default=Path("var/bench/gan_ham10000"),
-                        help="GAN folder (kept: checkpoints, grids, report)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("var/bench/gan_ham10000"), help="GAN folder (kept: checkpoints, grids, report)"
+    )
     parser.add_argument("--budget-min", type=float, default=25.0, help="GAN training time")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
@@ -77,8 +78,16 @@ def main() -> None:
     if args.out.exists() and not args.evaluate_only:
         shutil.rmtree(args.out)
     gan = FilesystemStore(args.out)
-    config = GanConfig(image_size=64, steps=1_000_000, batch_size=args.batch_size, grid_every=500,
-                       snapshot_every=1000, checkpoint_every=100, device="cpu", log_every=100)
+    config = GanConfig(
+        image_size=64,
+        steps=1_000_000,
+        batch_size=args.batch_size,
+        grid_every=500,
+        snapshot_every=1000,
+        checkpoint_every=100,
+        device="cpu",
+        log_every=100,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         manifest, _ = import_dataset(args.data, Path(tmp) / "ham10000", "ham10000", seed=0, copy=False)
         print(f"train split: {manifest.class_counts('train')}", flush=True)
@@ -90,25 +99,43 @@ def main() -> None:
             with contextlib.suppress(Cancelled):
                 train_gan(config, manifest, gan, deadline)
             result = train_gan(GanConfig(steps=deadline.step), manifest, gan, resume=True)  # finalize at that step
-        print(f"GAN: {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.3f} steps/s); "
-              f"generator {result.generator_id[:12]}; load {os.getloadavg()}", flush=True)
+        print(
+            f"GAN: {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.3f} steps/s); "
+            f"generator {result.generator_id[:12]}; load {os.getloadavg()}",
+            flush=True,
+        )
 
-        features = TrainConfig(model="resnet18", image_size=64, epochs=args.feature_epochs, batch_size=64,
-                               max_steps_per_epoch=args.feature_steps, num_workers=0, device="cpu")
+        features = TrainConfig(
+            model="resnet18",
+            image_size=64,
+            epochs=args.feature_epochs,
+            batch_size=64,
+            max_steps_per_epoch=args.feature_steps,
+            num_workers=0,
+            device="cpu",
+        )
         began = time.perf_counter()
         report = evaluate_gan(gan, manifest, feature_config=features)
         print(f"evaluation: {time.perf_counter() - began:.0f} s; feature space: {report.feature_space}")
-    print(f"{'class':6} {'real':>5} {'gen':>5} {'FID':>7} {'KIDx1e3':>13} {'prec':>5} {'rec':>5} {'copies':>6} "
-          f"{'min RMSE':>8} {'ratio med':>9}")
+    print(
+        f"{'class':6} {'real':>5} {'gen':>5} {'FID':>7} {'KIDx1e3':>13} {'prec':>5} {'rec':>5} {'copies':>6} "
+        f"{'min RMSE':>8} {'ratio med':>9}"
+    )
     for label, q in report.classes.items():
         kid = f"{(q.kid_mean or 0) * 1000:.1f}±{(q.kid_std or 0) * 1000:.1f}"
-        print(f"{label:6} {q.real_images:5d} {q.generated_images:5d} {q.fid or float('nan'):7.1f} {kid:>13} "
-              f"{q.precision or 0:5.2f} {q.recall or 0:5.2f} {q.near_copies:6d} {q.nearest_real_rmse_min:8.4f} "
-              f"{q.nearest_ratio_median or float('nan'):9.3f}")
-    print(f"mean FID {report.mean_fid:.1f}, mean KID {report.mean_kid:.4f}, near-copies {report.near_copies} "
-          f"(threshold RMSE {report.near_copy_threshold:.4f})")
-    print(f"grids: {args.out / result.grids[-1]} and {args.out}/grids/step-*/<class>.png; "
-          f"evaluation grids under {args.out / 'evaluation'}")
+        print(
+            f"{label:6} {q.real_images:5d} {q.generated_images:5d} {q.fid or float('nan'):7.1f} {kid:>13} "
+            f"{q.precision or 0:5.2f} {q.recall or 0:5.2f} {q.near_copies:6d} {q.nearest_real_rmse_min:8.4f} "
+            f"{q.nearest_ratio_median or float('nan'):9.3f}"
+        )
+    print(
+        f"mean FID {report.mean_fid:.1f}, mean KID {report.mean_kid:.4f}, near-copies {report.near_copies} "
+        f"(threshold RMSE {report.near_copy_threshold:.4f})"
+    )
+    print(
+        f"grids: {args.out / result.grids[-1]} and {args.out}/grids/step-*/<class>.png; "
+        f"evaluation grids under {args.out / 'evaluation'}"
+    )
     print(f"load average at the end: {os.getloadavg()}")
 
 

@@ -54,11 +54,16 @@ def measure(size: int, threads: int, device: str, steps: int, images: int, batch
         pass
     _sync(device)
     generate_s = time.perf_counter() - start
-    return {"image_size": size, "threads": threads, "batch_size": batch_size,
-            "channel_base": float(config.channel_base or 0), "max_channels": float(config.max_channels or 0),
-            "train_steps_per_s": round(steps / train_s, 3),
-            "train_images_per_s": round(steps * batch_size / train_s, 1),
-            "generate_images_per_s": round(images / generate_s, 1)}
+    return {
+        "image_size": size,
+        "threads": threads,
+        "batch_size": batch_size,
+        "channel_base": float(config.channel_base or 0),
+        "max_channels": float(config.max_channels or 0),
+        "train_steps_per_s": round(steps / train_s, 3),
+        "train_images_per_s": round(steps * batch_size / train_s, 1),
+        "generate_images_per_s": round(images / generate_s, 1),
+    }
 
 
 def _sync(device: str) -> None:

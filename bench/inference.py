@@ -43,11 +43,11 @@ from dermasynth.classifier.models import build_model
 from dermasynth.data.demo import make_demo_dataset
 from dermasynth.data.images import load_rgb
 from dermasynth.data.transforms import Preprocessing
-from dermasynth.schemas import ModelLineage
 from dermasynth.serving.export import export_classifier
 from dermasynth.serving.inference_client import TritonClient
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import Deployer, ModelRegistry
+from dermasynth.serving.schemas import ModelLineage
 from dermasynth.storage import FilesystemStore
 from services.inference.launcher import LocalTriton, free_port
 
@@ -86,8 +86,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def closed_loop(call: Call, concurrency: int, seconds: float, warmup: int,
-                      servers: dict[str, int]) -> dict[str, float]:
+async def closed_loop(
+    call: Call, concurrency: int, seconds: float, warmup: int, servers: dict[str, int]
+) -> dict[str, float]:
     """``concurrency`` clients calling back to back for ``seconds``: throughput, latency percentiles, and
     the CPU milliseconds per request of each server process tree in ``servers`` and of this client."""
     for i in range(warmup):
@@ -116,8 +117,13 @@ async def closed_loop(call: Call, concurrency: int, seconds: float, warmup: int,
     cpu = {name: tree_cpu_s(pid) - cpu_before[name] for name, pid in servers.items()}
     cpu["client"] = time.process_time() - client_before
     ms = [v * 1000 for v in latencies]
-    figure = {"throughput": len(ms) / elapsed, "p50_ms": statistics.median(ms) if ms else float("nan"),
-              "p99_ms": percentile(ms, 99) if ms else float("nan"), "n": len(ms), "failed": failures}
+    figure = {
+        "throughput": len(ms) / elapsed,
+        "p50_ms": statistics.median(ms) if ms else float("nan"),
+        "p99_ms": percentile(ms, 99) if ms else float("nan"),
+        "n": len(ms),
+        "failed": failures,
+    }
     for name, seconds_used in cpu.items():
         figure[f"cpu_ms_per_req_{name}"] = seconds_used * 1000 / max(len(ms), 1)
     return figure
@@ -131,14 +137,18 @@ def load_images(count: int, size: int, work: Path) -> list[tuple[str, bytes]]:
     return [(Path(r.image).name, manifest.path_of(r).read_bytes()) for r in manifest.records[:count]]
 
 
-def model_alone(model: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int, seconds: float,
-                device: torch.device) -> dict[str, dict[str, float]]:
+def model_alone(
+    model: torch.nn.Module, scripted: torch.jit.ScriptModule, size: int, seconds: float, device: torch.device
+) -> dict[str, dict[str, float]]:
     """Images/s of the eager and TorchScript models in this process at batch 1 and 32 (inputs already there)."""
     out: dict[str, dict[str, float]] = {}
     for name, net in (("eager", model.to(device)), ("torchscript", scripted)):
         for batch in (1, 32):
-            x = torch.randn(batch, 3, size, size) if name == "eager" else torch.randint(
-                0, 256, (batch, 3, size, size), dtype=torch.uint8)
+            x = (
+                torch.randn(batch, 3, size, size)
+                if name == "eager"
+                else torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+            )
             x = x.to(device)
             with torch.inference_mode():
                 for _ in range(3):
@@ -179,10 +189,13 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads per Triton instance")
     parser.add_argument("--gateway-workers", type=int, default=1)
-    parser.add_argument("--redis-url", default=os.environ.get("DERMASYNTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("DERMASYNTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    )
     parser.add_argument("--skip", default="", help="comma list of: gateway, triton, naive, alone")
-    parser.add_argument("--gpu", action="store_true", help="Triton instances, the naive server and the model alone "
-                        "on the GPU")
+    parser.add_argument(
+        "--gpu", action="store_true", help="Triton instances, the naive server and the model alone on the GPU"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -206,8 +219,11 @@ def main() -> None:
         images = load_images(64, size, work)
         pixels = [pre.pixels_transform()(load_rgb(data)).numpy()[None] for _, data in images]
         kind = "HAM10000 JPEG" if HAM.is_dir() else "generated PNG"
-        print(f"{args.model} at {size} px; {len(images)} request images ({kind}, "
-              f"{np.mean([len(d) for _, d in images]) / 1024:.0f} KiB on average)", flush=True)
+        print(
+            f"{args.model} at {size} px; {len(images)} request images ({kind}, "
+            f"{np.mean([len(d) for _, d in images]) / 1024:.0f} KiB on average)",
+            flush=True,
+        )
 
         results: dict[str, dict[str, dict[str, float]]] = {}
         if "alone" not in skip:
@@ -217,10 +233,14 @@ def main() -> None:
             model.cpu()
             print(json.dumps(results, indent=1), flush=True)
 
-        options = BatchingOptions(max_batch_size=args.max_batch_size,
-                                  preferred_batch_sizes=tuple(int(s) for s in args.preferred.split(",") if s),
-                                  max_queue_delay_us=args.queue_delay_us, instance_count=args.instances,
-                                  intra_op_threads=args.threads, instance_kind="gpu" if args.gpu else "cpu")
+        options = BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            preferred_batch_sizes=tuple(int(s) for s in args.preferred.split(",") if s),
+            max_queue_delay_us=args.queue_delay_us,
+            instance_count=args.instances,
+            intra_op_threads=args.threads,
+            instance_kind="gpu" if args.gpu else "cpu",
+        )
         triton = LocalTriton(str(store.root / "models"), work / "triton").start()
 
         async def deploy() -> None:
@@ -232,10 +252,17 @@ def main() -> None:
 
         asyncio.run(deploy())
         gateway_port, naive_port = free_port(), free_port()
-        env = {**os.environ, "DERMASYNTH_STORE": "filesystem", "DERMASYNTH_STORE_ROOT": str(store.root),
-               "DERMASYNTH_TRITON_URL": triton.url, "DERMASYNTH_REDIS_URL": args.redis_url,
-               "DERMASYNTH_JOB_KEY_PREFIX": prefix, "DERMASYNTH_API_KEY_PEPPER": PEPPER,
-               "DERMASYNTH_LOG_LEVEL": "WARNING", "DERMASYNTH_CACHE_ROOT": str(work / "cache")}
+        env = {
+            **os.environ,
+            "DERMASYNTH_STORE": "filesystem",
+            "DERMASYNTH_STORE_ROOT": str(store.root),
+            "DERMASYNTH_TRITON_URL": triton.url,
+            "DERMASYNTH_REDIS_URL": args.redis_url,
+            "DERMASYNTH_JOB_KEY_PREFIX": prefix,
+            "DERMASYNTH_API_KEY_PEPPER": PEPPER,
+            "DERMASYNTH_LOG_LEVEL": "WARNING",
+            "DERMASYNTH_CACHE_ROOT": str(work / "cache"),
+        }
         token = ""
         if "gateway" not in skip:  # the gateway checks API keys in Redis
             import redis
@@ -245,22 +272,59 @@ def main() -> None:
             keys = RedisApiKeyStore(redis.Redis.from_url(args.redis_url), PEPPER, prefix)
             token = keys.create("bench", [Scope.CLINICIAN]).token
             with (work / "gateway.log").open("wb") as log:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "services.gateway.app:create_app", "--factory", "--port",
-                     str(gateway_port), "--workers", str(args.gateway_workers), "--log-level", "warning",
-                     "--no-access-log"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "uvicorn",
+                            "services.gateway.app:create_app",
+                            "--factory",
+                            "--port",
+                            str(gateway_port),
+                            "--workers",
+                            str(args.gateway_workers),
+                            "--log-level",
+                            "warning",
+                            "--no-access-log",
+                        ],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             wait_http(f"http://127.0.0.1:{gateway_port}/v1/health/live", "the gateway", processes[-1])
         with (work / "naive.log").open("wb") as log:
-            processes.append(subprocess.Popen(
-                [sys.executable, str(REPO / "bench" / "naive_server.py"), "--port", str(naive_port), "--weights",
-                 str(work / "eager.pth"), "--contract", str(work / "contract.json"),
-                 "--device", "cuda" if args.gpu else "cpu"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(REPO / "bench" / "naive_server.py"),
+                        "--port",
+                        str(naive_port),
+                        "--weights",
+                        str(work / "eager.pth"),
+                        "--contract",
+                        str(work / "contract.json"),
+                        "--device",
+                        "cuda" if args.gpu else "cpu",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         naive_process = processes[-1]
         wait_http(f"http://127.0.0.1:{naive_port}/", "the naive server", naive_process)
         assert triton.process is not None
         pids = {"gateway": processes[0].pid if token else 0, "naive": naive_process.pid, "triton": triton.process.pid}
-        results.update(asyncio.run(serve_figures(args, skip, levels, images, pixels, token, gateway_port,
-                                                 naive_port, triton.url, pids)))
+        results.update(
+            asyncio.run(
+                serve_figures(args, skip, levels, images, pixels, token, gateway_port, naive_port, triton.url, pids)
+            )
+        )
         report(args, results, load_before, triton)
     finally:
         for process in processes:
@@ -285,14 +349,26 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-async def serve_figures(args: argparse.Namespace, skip: set[str], levels: list[int],
-                        images: list[tuple[str, bytes]], pixels: list[np.ndarray], token: str, gateway_port: int,
-                        naive_port: int, triton_url: str, pids: dict[str, int]) -> Results:
+async def serve_figures(
+    args: argparse.Namespace,
+    skip: set[str],
+    levels: list[int],
+    images: list[tuple[str, bytes]],
+    pixels: list[np.ndarray],
+    token: str,
+    gateway_port: int,
+    naive_port: int,
+    triton_url: str,
+    pids: dict[str, int],
+) -> Results:
     connector = aiohttp.TCPConnector(limit=256)
     http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
     triton = TritonClient(triton_url)
-    results: dict[str, dict[str, dict[str, float]]] = {"gateway through Triton": {}, "direct Triton client": {},
-                                                        "naive server (eager, 1 request at a time)": {}}
+    results: dict[str, dict[str, dict[str, float]]] = {
+        "gateway through Triton": {},
+        "direct Triton client": {},
+        "naive server (eager, 1 request at a time)": {},
+    }
 
     async def post(url: str, field: str, i: int, headers: dict[str, str] | None = None) -> None:
         name, data = images[i % len(images)]
@@ -312,9 +388,11 @@ async def serve_figures(args: argparse.Namespace, skip: set[str], levels: list[i
     async def direct(i: int) -> None:
         await triton.infer(MODEL, 1, pixels[i % len(pixels)])
 
-    targets = [("gateway through Triton", gateway, "gateway", {"gateway": pids["gateway"], "triton": pids["triton"]}),
-               ("direct Triton client", direct, "triton", {"triton": pids["triton"]}),
-               ("naive server (eager, 1 request at a time)", naive, "naive", {"naive": pids["naive"]})]
+    targets = [
+        ("gateway through Triton", gateway, "gateway", {"gateway": pids["gateway"], "triton": pids["triton"]}),
+        ("direct Triton client", direct, "triton", {"triton": pids["triton"]}),
+        ("naive server (eager, 1 request at a time)", naive, "naive", {"naive": pids["naive"]}),
+    ]
     try:
         for c in levels:
             for label, call, key, servers in targets:
@@ -322,22 +400,35 @@ async def serve_figures(args: argparse.Namespace, skip: set[str], levels: list[i
                     continue
                 figure = await closed_loop(call, c, args.seconds, warmup=max(8, c), servers=servers)
                 results[label][f"c={c}"] = figure
-                cpu = ", ".join(f"{k[len('cpu_ms_per_req_'):]} {v:.1f}" for k, v in figure.items()
-                                if k.startswith("cpu_ms_per_req_"))
-                print(f"{label:44s} c={c:<3d} {figure['throughput']:7.1f} req/s  p50 {figure['p50_ms']:7.1f} ms  "
-                      f"p99 {figure['p99_ms']:7.1f} ms  ({figure['n']} ok, {figure['failed']} failed; CPU ms/req: "
-                      f"{cpu})", flush=True)
+                cpu = ", ".join(
+                    f"{k[len('cpu_ms_per_req_') :]} {v:.1f}"
+                    for k, v in figure.items()
+                    if k.startswith("cpu_ms_per_req_")
+                )
+                print(
+                    f"{label:44s} c={c:<3d} {figure['throughput']:7.1f} req/s  p50 {figure['p50_ms']:7.1f} ms  "
+                    f"p99 {figure['p99_ms']:7.1f} ms  ({figure['n']} ok, {figure['failed']} failed; CPU ms/req: "
+                    f"{cpu})",
+                    flush=True,
+                )
     finally:
         await http.close()
         await triton.close()
     return results
 
 
-def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, float]]],
-           load_before: tuple[float, float, float], triton: LocalTriton) -> None:
-    print("\n== summary (" + f"{args.model} {args.image_size} px, {os.cpu_count()} CPUs; load average before "
-          f"{load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
-          + "/".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, dict[str, float]]],
+    load_before: tuple[float, float, float],
+    triton: LocalTriton,
+) -> None:
+    print(
+        "\n== summary (" + f"{args.model} {args.image_size} px, {os.cpu_count()} CPUs; load average before "
+        f"{load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
+        + "/".join(f"{x:.2f}" for x in os.getloadavg())
+        + ")"
+    )
     for label, figures in results.items():
         for key, figure in figures.items():
             line = f"{label:44s} {key:20s} {figure['throughput']:7.1f}/s"
@@ -352,15 +443,30 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, dict[str, floa
     top = max((int(k[2:]) for k in gw), default=0)
     if top and f"c={top}" in naive and "c=1" in gw and "c=1" in direct and "c=1" in naive:
         g, n = gw[f"c={top}"]["throughput"], naive[f"c={top}"]["throughput"]
-        print(f"\ngoals: c={top} gateway/naive throughput {g / n:.2f} (>= 2), gateway/model batched "
-              f"{g / batched:.2f} (>= 0.75; model batch 32: {batched:.1f}/s)")
-        print(f"       c=1 p50 gateway/direct {gw['c=1']['p50_ms'] / direct['c=1']['p50_ms']:.2f} (<= 1.3), "
-              f"gateway/naive {gw['c=1']['p50_ms'] / naive['c=1']['p50_ms']:.2f} (<= 1.5)")
-    print(f"triton batching: max_batch_size {args.max_batch_size}, preferred {args.preferred or 'none'}, queue delay "
-          f"{args.queue_delay_us} us, {args.instances} instance(s) x {args.threads} threads; gateway workers "
-          f"{args.gateway_workers}")
-    print(json.dumps({"args": vars(args), "results": results, "load_before": load_before,
-                      "load_after": os.getloadavg(), "triton_log": str(triton.log_path)}))
+        print(
+            f"\ngoals: c={top} gateway/naive throughput {g / n:.2f} (>= 2), gateway/model batched "
+            f"{g / batched:.2f} (>= 0.75; model batch 32: {batched:.1f}/s)"
+        )
+        print(
+            f"       c=1 p50 gateway/direct {gw['c=1']['p50_ms'] / direct['c=1']['p50_ms']:.2f} (<= 1.3), "
+            f"gateway/naive {gw['c=1']['p50_ms'] / naive['c=1']['p50_ms']:.2f} (<= 1.5)"
+        )
+    print(
+        f"triton batching: max_batch_size {args.max_batch_size}, preferred {args.preferred or 'none'}, queue delay "
+        f"{args.queue_delay_us} us, {args.instances} instance(s) x {args.threads} threads; gateway workers "
+        f"{args.gateway_workers}"
+    )
+    print(
+        json.dumps(
+            {
+                "args": vars(args),
+                "results": results,
+                "load_before": load_before,
+                "load_after": os.getloadavg(),
+                "triton_log": str(triton.log_path),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ import httpx
 import redis
 
 from dermasynth.auth import RedisApiKeyStore, Scope
+from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.data.demo import make_demo_dataset
-from dermasynth.data.registry import DatasetRegistry
 from dermasynth.storage import FilesystemStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +57,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(values_s: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2), "p99_ms": round(percentile(ms, 99), 2),
-            "mean_ms": round(statistics.fmean(ms), 2), "max_ms": round(max(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+        "max_ms": round(max(ms), 2),
+    }
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -77,15 +82,28 @@ class Stack:
         self.redis_url, self.root = redis_url, root
         self.prefix = f"bench-{uuid.uuid4().hex[:10]}"
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.env = {**os.environ, "DERMASYNTH_REDIS_URL": redis_url, "DERMASYNTH_JOB_KEY_PREFIX": self.prefix,
-                    "DERMASYNTH_STORE": "filesystem", "DERMASYNTH_STORE_ROOT": str(root / "store"),
-                    "DERMASYNTH_CACHE_ROOT": str(root / "cache"), "DERMASYNTH_API_KEY_PEPPER": PEPPER,
-                    "DERMASYNTH_WORKER_METRICS_PORT": "0", "DERMASYNTH_LOG_LEVEL": "WARNING",
-                    "OMP_WAIT_POLICY": "PASSIVE"}
+        self.env = {
+            **os.environ,
+            "DERMASYNTH_REDIS_URL": redis_url,
+            "DERMASYNTH_JOB_KEY_PREFIX": self.prefix,
+            "DERMASYNTH_STORE": "filesystem",
+            "DERMASYNTH_STORE_ROOT": str(root / "store"),
+            "DERMASYNTH_CACHE_ROOT": str(root / "cache"),
+            "DERMASYNTH_API_KEY_PEPPER": PEPPER,
+            "DERMASYNTH_WORKER_METRICS_PORT": "0",
+            "DERMASYNTH_LOG_LEVEL": "WARNING",
+            "OMP_WAIT_POLICY": "PASSIVE",
+        }
 
     def spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=(self.root / log).open("wb"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=self.env,
+            stdout=(self.root / log).open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes.append(process)
         return process
 
@@ -122,23 +140,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submits", type=int, default=300, help="jobs submitted for the submit latency")
     parser.add_argument("--pickups", type=int, default=20, help="jobs sent one by one for the pickup latency")
-    parser.add_argument("--redis-url", default=os.environ.get("DERMASYNTH_BENCH_REDIS_URL",
-                                                              "redis://127.0.0.1:6379/11"))
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("DERMASYNTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="dermasynth-bench-") as work:
         stack = Stack(args.redis_url, Path(work))
         try:
-            registry = DatasetRegistry(FilesystemStore(Path(work) / "store"), Path(work) / "cache-bench")
+            registry = DatasetCatalog(FilesystemStore(Path(work) / "store"), Path(work) / "cache-bench")
             demo = make_demo_dataset(Path(work) / "demo", count=70, size=32, seed=0)
             dataset = registry.publish(demo.root, name="bench", origin="local")
-            token = RedisApiKeyStore(redis.Redis.from_url(args.redis_url), PEPPER, stack.prefix).create(
-                "bench", [Scope.ENGINEER]).token
+            token = (
+                RedisApiKeyStore(redis.Redis.from_url(args.redis_url), PEPPER, stack.prefix)
+                .create("bench", [Scope.ENGINEER])
+                .token
+            )
             port = free_port()
-            stack.spawn([sys.executable, "-m", "uvicorn", "services.gateway.app:create_app", "--factory",
-                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], "gateway.log")
-            api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                               timeout=30)
+            stack.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "services.gateway.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                "gateway.log",
+            )
+            api = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
 
             def gateway_up() -> bool:
                 try:
@@ -147,8 +184,10 @@ def main() -> None:
                     return False
 
             wait_for(gateway_up, 180, "the gateway")
-            body: dict[str, Any] = {"kind": "training", "params": {"dataset_id": dataset.id, "config": TRAINING,
-                                                                   "evaluate_split": None}}
+            body: dict[str, Any] = {
+                "kind": "training",
+                "params": {"dataset_id": dataset.id, "config": TRAINING, "evaluate_split": None},
+            }
             for _ in range(10):  # warm-up: connections, imports, first-request paths
                 api.post("/v1/jobs", json=body).raise_for_status()
             submit: list[float] = []
@@ -161,17 +200,46 @@ def main() -> None:
                 api.post(f"/v1/jobs/{job['id']}/cancel")  # the backlog is cancelled: the worker skips it
             queued = redis.Redis.from_url(args.redis_url).llen(f"{stack.prefix}:celery:train")
 
-            stack.spawn([sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker",
-                         "--pool=solo", "-Q", "train", "-n", f"bench-{stack.prefix}@%h", "--without-heartbeat",
-                         "--without-gossip", "--without-mingle", "-l", "WARNING"], "worker.log")
-            wait_for(lambda: redis.Redis.from_url(args.redis_url).llen(f"{stack.prefix}:celery:train") == 0, 300,
-                     "the worker to drain the cancelled backlog", interval=0.5)
+            stack.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "services.worker.celery_app",
+                    "worker",
+                    "--pool=solo",
+                    "-Q",
+                    "train",
+                    "-n",
+                    f"bench-{stack.prefix}@%h",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                "worker.log",
+            )
+            wait_for(
+                lambda: redis.Redis.from_url(args.redis_url).llen(f"{stack.prefix}:celery:train") == 0,
+                300,
+                "the worker to drain the cancelled backlog",
+                interval=0.5,
+            )
             pickup = [pickup_once(api, body) for _ in range(args.pickups + 1)][1:]  # the first one warms up
-            print(json.dumps({
-                "submit_latency": summary(submit), "queue_pickup_latency": summary(pickup),
-                "backlog_cancelled": queued, "loadavg": [round(x, 2) for x in os.getloadavg()],
-                "cpus": os.cpu_count(),
-            }, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "submit_latency": summary(submit),
+                        "queue_pickup_latency": summary(pickup),
+                        "backlog_cancelled": queued,
+                        "loadavg": [round(x, 2) for x in os.getloadavg()],
+                        "cpus": os.cpu_count(),
+                    },
+                    indent=2,
+                )
+            )
         finally:
             stack.close()
 

@@ -30,8 +30,12 @@ def make_app(weights: Path, contract: ServingContract, device: torch.device) -> 
         with torch.no_grad():
             probabilities = torch.softmax(model(transform(image).unsqueeze(0).to(device)), dim=1)[0].cpu()
         top = torch.topk(probabilities, 3)
-        return jsonify([{"label": contract.classes[i], "probability": float(p)}
-                        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)])
+        return jsonify(
+            [
+                {"label": contract.classes[i], "probability": float(p)}
+                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+        )
 
     return app
 

@@ -32,9 +32,9 @@ import torch
 from dermasynth.classifier.checkpoint import BEST
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
+from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run
 from dermasynth.data.importer import import_dataset
 from dermasynth.data.manifest import Manifest
-from dermasynth.evaluation.evaluate import EvaluationReport, evaluate_run
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore
 
@@ -58,15 +58,19 @@ def calibrate(config: TrainConfig, manifest: Manifest, steps: int, budget_s: flo
     """Epochs that fit ``budget_s``, from a short run: its training speed and its validation time."""
     with tempfile.TemporaryDirectory() as run:
         start = time.perf_counter()
-        result = fit(config.model_copy(update={"epochs": 1, "max_steps_per_epoch": steps}), manifest,
-                     FilesystemStore(Path(run)))
+        result = fit(
+            config.model_copy(update={"epochs": 1, "max_steps_per_epoch": steps}), manifest, FilesystemStore(Path(run))
+        )
         wall = time.perf_counter() - start
     record = result.history[0]
     train_images = len(manifest.in_split("train"))
     epoch_s = train_images / record.images_per_s + max(wall - record.train_s, 0.0)
     epochs = max(1, math.floor(budget_s / epoch_s))
-    print(f"calibration: {record.images_per_s:.1f} train images/s, ~{epoch_s:.0f} s per epoch with validation "
-          f"-> {epochs} epochs per arm (load average {os.getloadavg()})", flush=True)
+    print(
+        f"calibration: {record.images_per_s:.1f} train images/s, ~{epoch_s:.0f} s per epoch with validation "
+        f"-> {epochs} epochs per arm (load average {os.getloadavg()})",
+        flush=True,
+    )
     return epochs
 
 
@@ -80,15 +84,23 @@ def run_arm(name: str, config: TrainConfig, manifest: Manifest, folder: Path, bu
     except Cancelled:
         epochs_run, best_epoch = -1, -1
     train_s = time.perf_counter() - start
-    row: dict[str, Any] = {"arm": name, "balance": config.balance, "epochs_run": epochs_run, "best_epoch": best_epoch,
-                           "cut_by_deadline": deadline.hit, "train_s": round(train_s, 1),
-                           "load_average": os.getloadavg(), "test": None}
+    row: dict[str, Any] = {
+        "arm": name,
+        "balance": config.balance,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "cut_by_deadline": deadline.hit,
+        "train_s": round(train_s, 1),
+        "load_average": os.getloadavg(),
+        "test": None,
+    }
     if not store.exists(BEST):
         print(f"{name}: no epoch finished within 1.5x the budget; nothing to evaluate", flush=True)
         return row
     report: EvaluationReport = evaluate_run(store, manifest, "test", bootstrap=1000, seed=0)
-    return row | {"test": report.model_dump(include={"n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ci",
-                                               "per_class"})}
+    return row | {
+        "test": report.model_dump(include={"n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ci", "per_class"})
+    }
 
 
 def main() -> None:
@@ -114,8 +126,16 @@ def main() -> None:
         folder = args.out or Path(tmp)
         manifest, _ = import_dataset(args.data, Path(tmp) / "ham10000", "ham10000", seed=0, copy=False)
         print(f"HAM10000: {len(manifest)} images, split by lesion: {manifest.split_counts()}", flush=True)
-        base = TrainConfig(model=args.model, image_size=args.image_size, batch_size=args.batch_size, epochs=1,
-                           num_workers=args.num_workers, amp=args.amp, device="cpu", keep_epoch_checkpoints=False)
+        base = TrainConfig(
+            model=args.model,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            epochs=1,
+            num_workers=args.num_workers,
+            amp=args.amp,
+            device="cpu",
+            keep_epoch_checkpoints=False,
+        )
         epochs = calibrate(base, manifest, steps=10, budget_s=budget_s)
         rows = []
         for balance in args.arms.split(","):
@@ -137,14 +157,19 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     print(f"{'arm':>16} {'epochs':>6} {'train s':>8} {'balanced accuracy':>22} {'macro-F1':>22} {'accuracy':>22}")
     for row in rows:
         test = row["test"]
-        print(f"{row['arm']:>16} {row['epochs_run']:>6} {row['train_s']:>8} {_with_ci(test, 'balanced_accuracy'):>22} "
-              f"{_with_ci(test, 'macro_f1'):>22} {_with_ci(test, 'accuracy'):>22}")
+        print(
+            f"{row['arm']:>16} {row['epochs_run']:>6} {row['train_s']:>8} {_with_ci(test, 'balanced_accuracy'):>22} "
+            f"{_with_ci(test, 'macro_f1'):>22} {_with_ci(test, 'accuracy'):>22}"
+        )
     classes = list(rows[0]["test"]["per_class"]) if rows else []
     print(f"{'recall per class':>16} " + " ".join(f"{c:>7}" for c in classes))
     for row in rows:
         print(f"{row['arm']:>16} " + " ".join(f"{row['test']['per_class'][c]['recall']:7.3f}" for c in classes))
-    print(f"{'test support':>16} " + " ".join(f"{rows[0]['test']['per_class'][c]['support']:7d}" for c in classes)
-          if rows else "")
+    print(
+        f"{'test support':>16} " + " ".join(f"{rows[0]['test']['per_class'][c]['support']:7d}" for c in classes)
+        if rows
+        else ""
+    )
     print(f"load average at the end: {os.getloadavg()}")
 
 

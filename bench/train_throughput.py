@@ -46,12 +46,18 @@ from dermasynth.storage import FilesystemStore
 def _loader(manifest: Manifest, config: TrainConfig) -> DataLoader[Any]:
     """The same data pipeline the engine builds: train transform, weighted sampler, workers."""
     preprocessing = Preprocessing(image_size=config.image_size, crop=config.crop)
-    dataset = ManifestDataset(manifest, manifest.in_split("train"), preprocessing.train_transform(config.augment),
-                              manifest.classes)
+    dataset = ManifestDataset(
+        manifest, manifest.in_split("train"), preprocessing.train_transform(config.augment), manifest.classes
+    )
     generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(dataset, batch_size=config.batch_size, num_workers=config.num_workers, drop_last=True,
-                      sampler=weighted_sampler(dataset.targets, len(manifest.classes), generator=generator),
-                      generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        drop_last=True,
+        sampler=weighted_sampler(dataset.targets, len(manifest.classes), generator=generator),
+        generator=generator,
+    )
 
 
 def loader_only(manifest: Manifest, config: TrainConfig, steps: int) -> float:
@@ -73,8 +79,9 @@ def plain_loop(manifest: Manifest, config: TrainConfig, steps: int) -> float:
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     criterion = nn.CrossEntropyLoss()
-    autocast: Callable[[], Any] = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if config.amp
-                                   else contextlib.nullcontext)
+    autocast: Callable[[], Any] = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if config.amp else contextlib.nullcontext
+    )
     model.train()
     images = 0
     start = time.perf_counter()
@@ -107,14 +114,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all arms (median reported)")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
-    parser.add_argument("--amp", action="store_true", help="also measure bf16 autocast, with and without "
-                                                           "channels_last")
+    parser.add_argument("--amp", action="store_true", help="also measure bf16 autocast, with and without channels_last")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 
-    base = TrainConfig(model=args.model, image_size=args.image_size, batch_size=args.batch_size, epochs=1,
-                       num_workers=args.num_workers, device="cpu", keep_epoch_checkpoints=False)
+    base = TrainConfig(
+        model=args.model,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=1,
+        num_workers=args.num_workers,
+        device="cpu",
+        keep_epoch_checkpoints=False,
+    )
     arms: dict[str, tuple[Callable[[Manifest, TrainConfig, int], float], TrainConfig]] = {
         "data loader alone": (loader_only, base),
         "plain loop fp32": (plain_loop, base),
@@ -123,16 +136,27 @@ def main() -> None:
     if args.amp:
         bf16 = base.model_copy(update={"amp": True})
         bf16_cl = base.model_copy(update={"amp": True, "channels_last": True})
-        arms |= {"plain loop bf16": (plain_loop, bf16), "plain loop bf16+channels_last": (plain_loop, bf16_cl),
-                 "engine bf16": (engine, bf16), "engine bf16+channels_last": (engine, bf16_cl)}
+        arms |= {
+            "plain loop bf16": (plain_loop, bf16),
+            "plain loop bf16+channels_last": (plain_loop, bf16_cl),
+            "engine bf16": (engine, bf16),
+            "engine bf16+channels_last": (engine, bf16_cl),
+        }
 
     with tempfile.TemporaryDirectory() as tmp:
         count = round(args.steps * args.batch_size / 0.85) + 32
-        manifest = make_demo_dataset(Path(tmp) / "data", count=count, size=args.image_size, seed=0,
-                                     fractions=SplitFractions(train=0.9, val=0.05, test=0.05))
-        print(f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.steps} steps x {args.repeats} "
-              f"rounds, {args.num_workers} loader workers, {args.threads} threads, CPU "
-              f"{torch.backends.cpu.get_cpu_capability()}; load average before: {os.getloadavg()}")
+        manifest = make_demo_dataset(
+            Path(tmp) / "data",
+            count=count,
+            size=args.image_size,
+            seed=0,
+            fractions=SplitFractions(train=0.9, val=0.05, test=0.05),
+        )
+        print(
+            f"{args.model}, {args.image_size} px, batch {args.batch_size}, {args.steps} steps x {args.repeats} "
+            f"rounds, {args.num_workers} loader workers, {args.threads} threads, CPU "
+            f"{torch.backends.cpu.get_cpu_capability()}; load average before: {os.getloadavg()}"
+        )
         figures: dict[str, list[float]] = {name: [] for name in arms}
         for _ in range(args.repeats):
             for name, (measure, config) in arms.items():

@@ -21,10 +21,12 @@ from dermasynth.data.manifest import Manifest
 pytest_plugins = ["tests.triton_fixtures"]
 
 # The real data sits beside the repository (../shared); DERMASYNTH_REAL_HAM10000 points elsewhere.
-REAL_HAM10000 = Path(os.environ.get(
-    "DERMASYNTH_REAL_HAM10000",
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150",
-))
+REAL_HAM10000 = Path(
+    os.environ.get(
+        "DERMASYNTH_REAL_HAM10000",
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150",
+    )
+)
 # Tests keep their Redis keys on DB 11 under a prefix unique to each test, and delete them afterwards.
 TEST_REDIS_URL = os.environ.get("DERMASYNTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 

@@ -14,10 +14,10 @@ from dermasynth.classifier.checkpoint import TrainedModel, load_trained
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.data.manifest import Manifest
-from dermasynth.schemas import ModelLineage
 from dermasynth.serving.export import ExportedModel, export_trained
 from dermasynth.serving.inference_client import TritonClient
 from dermasynth.serving.registry import Deployer, ModelRegistry
+from dermasynth.serving.schemas import ModelLineage
 from dermasynth.storage import FilesystemStore
 from services.inference.launcher import LocalTriton
 
@@ -76,8 +76,9 @@ def exported_model(trained_run: TrainedRun) -> ExportedModel:
 
 
 @pytest.fixture(scope="session")
-def served(exported_model: ExportedModel, trained_run: TrainedRun,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    exported_model: ExportedModel, trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     """One tritonserver for the session, serving version 1 of ``classifier`` from a filesystem store."""
     root = tmp_path_factory.mktemp("serving")
     store = FilesystemStore(root / "store")
@@ -96,4 +97,3 @@ def served(exported_model: ExportedModel, trained_run: TrainedRun,
 def copy_version(served: Served, name: str) -> int:
     """Register the session's exported model once more under ``name``; returns the new version."""
     return served.registry.register(name, served.exported, ModelLineage(run="runs/test")).version
-

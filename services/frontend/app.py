@@ -11,7 +11,7 @@ import base64
 
 import streamlit as st
 
-from dermasynth.schemas import DISCLAIMER, ImageError, ImagePrediction, PredictionResponse
+from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction, PredictionResponse
 from services.frontend.gateway import (
     GatewayError,
     ImageFile,
@@ -31,8 +31,9 @@ def show_prediction(result: ImagePrediction, data: bytes) -> None:
     picture, answer = st.columns([1, 2])
     picture.image(data, caption=result.file, width="stretch")
     if result.abstain:
-        answer.error(f"Unsure: see a dermatologist. {REASONS.get(result.abstain_reason or '', '')}. "
-                     f"{result.abstain_detail}")
+        answer.error(
+            f"Unsure: see a dermatologist. {REASONS.get(result.abstain_reason or '', '')}. {result.abstain_detail}"
+        )
     else:
         top = result.top_k[0]
         answer.success(f"Most likely: {top.name} ({top.label}), {top.probability:.0%}")
@@ -40,8 +41,7 @@ def show_prediction(result: ImagePrediction, data: bytes) -> None:
         answer.progress(item.probability, text=f"{item.name} ({item.label}): {item.probability:.1%}")
     answer.caption(f"model {result.model} version {result.model_version}; OOD score {result.ood_score:.1f}")
     if result.explanation_png:
-        answer.image(base64.b64decode(result.explanation_png), caption="Grad-CAM: where the model looked",
-                     width=224)
+        answer.image(base64.b64decode(result.explanation_png), caption="Grad-CAM: where the model looked", width=224)
 
 
 def show_response(response: PredictionResponse, uploads: dict[str, bytes]) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from dermasynth.schemas import PredictionResponse
+from dermasynth.serving.schemas import PredictionResponse
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 
@@ -62,9 +62,13 @@ class PredictionClient:
             raise GatewayError(401, "enter the API key an operator issued you", "missing_key")
         files = [("images", (image.name, image.data, image.mime_type)) for image in images]
         try:
-            response = httpx.post(f"{self.base_url}/v1/predictions", files=files,
-                                  params={"top_k": top_k, "explain": str(explain).lower()},
-                                  headers={"X-API-Key": self.api_key}, timeout=self.timeout_s)
+            response = httpx.post(
+                f"{self.base_url}/v1/predictions",
+                files=files,
+                params={"top_k": top_k, "explain": str(explain).lower()},
+                headers={"X-API-Key": self.api_key},
+                timeout=self.timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise GatewayError(0, f"cannot reach the gateway at {self.base_url}: {exc}", "unreachable") from exc
         try:

@@ -60,8 +60,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             built.close()
 
-    app = FastAPI(title="DermaSynth", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  max_body_size=settings.max_upload_bytes)
+    app = FastAPI(
+        title="DermaSynth",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_upload_bytes,
+    )
     app.state.ready_checks = {}
     install_metrics(app, GatewayMetrics())
     install_error_handlers(app)

@@ -18,7 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from dermasynth.auth import ApiKey, KeyRejected, RedisApiKeyStore, Scope
 from dermasynth.config import Settings
-from dermasynth.data.registry import DatasetRegistry
+from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import RedisJobStore
 from dermasynth.jobs.queues import CeleryDispatcher
 from dermasynth.storage import ObjectStore
@@ -52,7 +52,7 @@ async def get_store(services: ServicesDep) -> ObjectStore:
     return services.store
 
 
-async def get_registry(services: ServicesDep) -> DatasetRegistry:
+async def get_registry(services: ServicesDep) -> DatasetCatalog:
     return services.registry
 
 
@@ -70,7 +70,7 @@ async def get_dispatcher(services: ServicesDep) -> CeleryDispatcher:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
-RegistryDep = Annotated[DatasetRegistry, Depends(get_registry)]
+RegistryDep = Annotated[DatasetCatalog, Depends(get_registry)]
 JobStoreDep = Annotated[RedisJobStore, Depends(get_jobs)]
 KeyStoreDep = Annotated[RedisApiKeyStore, Depends(get_keys)]
 DispatcherDep = Annotated[CeleryDispatcher, Depends(get_dispatcher)]
@@ -80,14 +80,20 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def authenticate(keys: KeyStoreDep,
-                 bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-                 header: Annotated[str | None, Security(_header)] = None) -> ApiKey:
+def authenticate(
+    keys: KeyStoreDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    header: Annotated[str | None, Security(_header)] = None,
+) -> ApiKey:
     """The caller's live API key, from ``Authorization: Bearer`` or ``X-API-Key``; 401 otherwise."""
     token = bearer.credentials if bearer is not None else header
     if not token:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>' or "
-                            "'X-API-Key: <key>' (operators issue keys with `dermasynth keys create`)", _CHALLENGE)
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>' or "
+            "'X-API-Key: <key>' (operators issue keys with `dermasynth keys create`)",
+            _CHALLENGE,
+        )
     try:
         return keys.authenticate(token)
     except KeyRejected as exc:
@@ -103,8 +109,10 @@ def require_scope(scope: Scope) -> Callable[[ApiKey], Awaitable[ApiKey]]:
     async def check(key: CallerDep) -> ApiKey:
         if scope not in key.scopes:
             held = ", ".join(s.value for s in key.scopes)
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.id} has the scope(s) {held}; this "
-                                f"endpoint needs the {scope.value} scope")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"API key {key.id} has the scope(s) {held}; this endpoint needs the {scope.value} scope",
+            )
         return key
 
     check.__name__ = f"require_{scope.value}"

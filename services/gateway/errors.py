@@ -13,10 +13,10 @@ from kombu.exceptions import OperationalError
 
 from dermasynth.auth import KeyNotFound
 from dermasynth.data.archives import ArchiveRejected
+from dermasynth.data.catalog import DatasetNotFound
 from dermasynth.data.formats import FormatError
-from dermasynth.data.ingest import NothingAccepted
 from dermasynth.data.manifest import ManifestError
-from dermasynth.data.registry import DatasetNotFound
+from dermasynth.data.uploads import NothingAccepted
 from dermasynth.jobs import InvalidTransition, JobNotFound
 from dermasynth.jobs.submission import QueueUnavailable, UnknownReference
 from dermasynth.storage import InvalidKey, ObjectNotFound
@@ -41,13 +41,18 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
 
 async def _archive(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ArchiveRejected)
-    code = (status.HTTP_413_CONTENT_TOO_LARGE if exc.reason in _TOO_LARGE_REASONS
-            else status.HTTP_422_UNPROCESSABLE_CONTENT)
+    code = (
+        status.HTTP_413_CONTENT_TOO_LARGE if exc.reason in _TOO_LARGE_REASONS else status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
     return _error(code, str(exc), exc.reason)
 
 
-_REASONS: dict[type[Exception], str] = {FormatError: "wrong_layout", ManifestError: "bad_manifest",
-                                        UnknownReference: "unknown_reference", InvalidKey: "invalid_path"}
+_REASONS: dict[type[Exception], str] = {
+    FormatError: "wrong_layout",
+    ManifestError: "bad_manifest",
+    UnknownReference: "unknown_reference",
+    InvalidKey: "invalid_path",
+}
 
 
 async def _unprocessable(_: Request, exc: Exception) -> JSONResponse:
@@ -56,8 +61,9 @@ async def _unprocessable(_: Request, exc: Exception) -> JSONResponse:
 
 async def _nothing_accepted(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, NothingAccepted)
-    return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), "no_valid_images",
-                  report=exc.report.model_dump(mode="json"))
+    return _error(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), "no_valid_images", report=exc.report.model_dump(mode="json")
+    )
 
 
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -68,8 +74,11 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     logger.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
-    return _error(status.HTTP_500_INTERNAL_SERVER_ERROR, f"internal error (incident {incident}); the gateway log "
-                  "has the details", "internal")
+    return _error(
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        f"internal error (incident {incident}); the gateway log has the details",
+        "internal",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

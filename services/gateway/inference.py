@@ -51,9 +51,15 @@ class Inference:
         client = TritonClient(settings.triton_url, timeout_s=settings.triton_timeout_s)
         registry = ModelRegistry(store)
         retention = Retention(store, settings.prediction_retention_days)
-        predictor = Predictor(client, registry, default_model=settings.serving_model,
-                              max_images=settings.max_prediction_images, max_pixels=settings.max_image_pixels,
-                              retention=retention, explainer=Explainer(registry.repository))
+        predictor = Predictor(
+            client,
+            registry,
+            default_model=settings.serving_model,
+            max_images=settings.max_prediction_images,
+            max_pixels=settings.max_image_pixels,
+            retention=retention,
+            explainer=Explainer(registry.repository),
+        )
         deployer = Deployer(registry, client, settle_s=settings.deploy_settle_s)
         return cls(settings, client, registry, predictor, deployer, retention)
 

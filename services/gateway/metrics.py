@@ -43,13 +43,22 @@ class GatewayMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.requests = Counter("dermasynth_http_requests_total", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("dermasynth_http_request_seconds", "HTTP request latency by route",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.jobs_submitted = Counter("dermasynth_jobs_submitted_total", "Jobs accepted by kind", ["kind"],
-                                      registry=self.registry)
+        self.requests = Counter(
+            "dermasynth_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dermasynth_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.jobs_submitted = Counter(
+            "dermasynth_jobs_submitted_total", "Jobs accepted by kind", ["kind"], registry=self.registry
+        )
 
     def watch_queues(self, read: Callable[[], dict[str, int]]) -> None:
         """Also export the queue lengths ``read`` returns."""

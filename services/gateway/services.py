@@ -8,7 +8,7 @@ import redis
 
 from dermasynth.auth import RedisApiKeyStore
 from dermasynth.config import Settings
-from dermasynth.data.registry import DatasetRegistry
+from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import RedisJobStore
 from dermasynth.jobs.queues import CeleryDispatcher, make_celery
 from dermasynth.storage import ObjectStore, open_store
@@ -23,14 +23,15 @@ class Services:
     jobs: RedisJobStore
     keys: RedisApiKeyStore
     store: ObjectStore
-    registry: DatasetRegistry
+    registry: DatasetCatalog
     dispatcher: CeleryDispatcher
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
         """Connect to Redis, the object store and the broker named in ``settings``."""
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
-                                      health_check_interval=30)
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
         store = open_store(settings)
         return cls(
             settings=settings,
@@ -38,7 +39,7 @@ class Services:
             jobs=RedisJobStore(client, settings.job_key_prefix, max_log_lines=settings.job_log_lines),
             keys=RedisApiKeyStore(client, settings.api_key_pepper.get_secret_value(), settings.job_key_prefix),
             store=store,
-            registry=DatasetRegistry(store, settings.cache_root),
+            registry=DatasetCatalog(store, settings.cache_root),
             dispatcher=CeleryDispatcher(make_celery(settings, "dermasynth-gateway")),
         )
 

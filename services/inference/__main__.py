@@ -29,12 +29,15 @@ def local_triton(settings: Settings, work_dir: Path, metrics_port: int = 0) -> L
     live = [name for name in registry.names() if registry.live(name).version is not None]
     env: dict[str, str] = {}
     if settings.store == "s3":
-        env = {"AWS_ACCESS_KEY_ID": settings.s3_access_key,
-               "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
-               "AWS_DEFAULT_REGION": settings.s3_region}
+        env = {
+            "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
+            "AWS_DEFAULT_REGION": settings.s3_region,
+        }
     port = int(settings.triton_url.rsplit(":", 1)[1])
-    return LocalTriton(repository_location(settings), work_dir, models=live, http_port=port, metrics_port=metrics_port,
-                       env=env)
+    return LocalTriton(
+        repository_location(settings), work_dir, models=live, http_port=port, metrics_port=metrics_port, env=env
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,8 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     triton.start()
-    log.info("tritonserver ready on %s serving %s (models loaded: %s); log: %s", triton.url, triton.repository,
-             ", ".join(triton.models) or "none yet", triton.log_path)
+    log.info(
+        "tritonserver ready on %s serving %s (models loaded: %s); log: %s",
+        triton.url,
+        triton.repository,
+        ", ".join(triton.models) or "none yet",
+        triton.log_path,
+    )
     try:
         while not stop.wait(1.0):
             if triton.process is None or triton.process.poll() is not None:

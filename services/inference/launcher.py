@@ -167,10 +167,20 @@ class LocalTriton:
         self.http_port = self.http_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
         with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT,
-                                            env=server_environment(self.env), start_new_session=True)
-        log.info("tritonserver pid %d on %s (metrics :%d), repository %s", self.process.pid, self.url,
-                 self.metrics_port, self.repository)
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=server_environment(self.env),
+                start_new_session=True,
+            )
+        log.info(
+            "tritonserver pid %d on %s (metrics :%d), repository %s",
+            self.process.pid,
+            self.url,
+            self.metrics_port,
+            self.repository,
+        )
         deadline = time.monotonic() + timeout_s
         while self._get("/v2/health/live") != 200:
             self._check_alive(deadline, "the server to answer", timeout_s)
@@ -191,8 +201,9 @@ class LocalTriton:
             raise TritonStartError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
         if time.monotonic() > deadline:
             self.stop()
-            raise TritonStartError(f"tritonserver: no sign of {waiting_for} after {timeout_s:.0f} s:\n"
-                                   f"{self.log_tail()}")
+            raise TritonStartError(
+                f"tritonserver: no sign of {waiting_for} after {timeout_s:.0f} s:\n{self.log_tail()}"
+            )
 
     def _load_failure(self, name: str) -> str | None:
         """Why ``name`` failed to load, from the repository index (None while it is loading or ready)."""
@@ -239,6 +250,7 @@ class LocalTriton:
     def __enter__(self) -> LocalTriton:
         return self.start() if self.process is None else self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

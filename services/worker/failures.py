@@ -7,14 +7,22 @@ import urllib3.exceptions
 from minio.error import S3Error, ServerError
 
 # S3 error codes that mean "try again", not "this request is wrong".
-_TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
-                                 "RequestTimeTooSkewed"})
+_TRANSIENT_S3_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
+)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a storage or network failure that may pass if the job is retried."""
-    if isinstance(exc, ConnectionError | TimeoutError | redis.ConnectionError | redis.TimeoutError
-                  | urllib3.exceptions.HTTPError | ServerError):
+    if isinstance(
+        exc,
+        ConnectionError
+        | TimeoutError
+        | redis.ConnectionError
+        | redis.TimeoutError
+        | urllib3.exceptions.HTTPError
+        | ServerError,
+    ):
         return True
     return isinstance(exc, S3Error) and exc.code in _TRANSIENT_S3_CODES
 

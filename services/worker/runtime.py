@@ -106,8 +106,12 @@ def _describe_progress(progress: Progress) -> str:
     if progress.epoch is not None:
         parts.append(f"epoch {progress.epoch}" + (f"/{progress.total_epochs}" if progress.total_epochs else ""))
     if progress.metrics:
-        parts.append(", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-                               for name, value in sorted(progress.metrics.items())))
+        parts.append(
+            ", ".join(
+                f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                for name, value in sorted(progress.metrics.items())
+            )
+        )
     if progress.message:
         parts.append(progress.message)
     return "; ".join(parts)
@@ -237,8 +241,9 @@ def _retry(task: Task, job_id: str, exc: Exception) -> Exception:
     if retries >= allowed:
         return exc
     delay = min(300, 5 * 2**retries)
-    logger.warning("job %s: transient error (%s); retry %d/%d in %d s", job_id, describe(exc), retries + 1, allowed,
-                   delay)
+    logger.warning(
+        "job %s: transient error (%s); retry %d/%d in %d s", job_id, describe(exc), retries + 1, allowed, delay
+    )
     return task.retry(exc=exc, countdown=delay, throw=False)
 
 
@@ -250,8 +255,7 @@ def _fail_if_possible(job_id: str, exc: Exception) -> None:
         logger.exception("job %s: could not record its failure (%s)", job_id, describe(exc))
 
 
-def _run_held(task: Task, record: JobRecord, body: JobBody, resources: WorkerResources, owner: str,
-              marker: str) -> str:
+def _run_held(task: Task, record: JobRecord, body: JobBody, resources: WorkerResources, owner: str, marker: str) -> str:
     """The part of :func:`run_job` done while holding the lease; returns the outcome for the metrics."""
     jobs, settings, job_id = resources.jobs, resources.settings, record.id
     if jobs.cancel_requested(job_id):

@@ -36,18 +36,32 @@ class Settings(BaseSettings):
     s3_bucket: str = "dermasynth"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
-    s3_public_endpoint: str | None = Field(default=None, description="host:port users reach S3 at, for presigned "
-                                           "URLs, when services use another (s3_endpoint minio:9000 in compose)")
+    s3_public_endpoint: str | None = Field(
+        default=None,
+        description="host:port users reach S3 at, for presigned "
+        "URLs, when services use another (s3_endpoint minio:9000 in compose)",
+    )
     s3_public_secure: bool | None = Field(default=None, description="HTTPS at the public endpoint; None: as s3_secure")
 
     # Broker and job state.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    job_key_prefix: str = Field(default="dermasynth", pattern=r"^[A-Za-z0-9_\-.]{1,64}$",
-                                description="prefix of every Redis key: job records, API keys, Celery queues")
-    job_visibility_timeout_s: int = Field(default=12 * 3600, gt=0, description="un-acked jobs are redelivered "
-                                          "after this long; longer than the longest job step between checkpoints")
-    job_lease_s: int = Field(default=60, ge=3, description="a running job's lease; a worker renews it every "
-                             "third of it, and a redelivered job waits for a dead worker's lease to expire")
+    job_key_prefix: str = Field(
+        default="dermasynth",
+        pattern=r"^[A-Za-z0-9_\-.]{1,64}$",
+        description="prefix of every Redis key: job records, API keys, Celery queues",
+    )
+    job_visibility_timeout_s: int = Field(
+        default=12 * 3600,
+        gt=0,
+        description="un-acked jobs are redelivered "
+        "after this long; longer than the longest job step between checkpoints",
+    )
+    job_lease_s: int = Field(
+        default=60,
+        ge=3,
+        description="a running job's lease; a worker renews it every "
+        "third of it, and a redelivered job waits for a dead worker's lease to expire",
+    )
     job_max_retries: int = Field(default=5, ge=0, le=50, description="retries after transient storage/network errors")
     job_log_lines: int = Field(default=2000, gt=0, description="log lines kept per job")
     cache_root: Path = Field(default=Path("var/cache"), description="datasets fetched from the store, per worker")
@@ -56,15 +70,27 @@ class Settings(BaseSettings):
     # Inference.
     triton_url: str = "127.0.0.1:8000"
     gateway_url: str = "http://127.0.0.1:8080"
-    api_key: SecretStr | None = Field(default=None, description="the key the CLI sends to the gateway "
-                                      "(DERMASYNTH_API_KEY)")
+    api_key: SecretStr | None = Field(
+        default=None, description="the key the CLI sends to the gateway (DERMASYNTH_API_KEY)"
+    )
     triton_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for one Triton call")
-    serving_model: str = Field(default="classifier", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
-                               description="the Triton model POST /v1/predictions uses unless a request names one")
-    prediction_retention_days: int = Field(default=0, ge=0, le=3650, description="keep images sent for prediction "
-                                           "(metadata stripped) this many days; 0: never kept")
-    deploy_settle_s: float = Field(default=3.0, ge=0, description="how long the old version keeps serving after a "
-                                   "deploy moved the live pointer (longer than the gateways' refresh)")
+    serving_model: str = Field(
+        default="classifier",
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
+        description="the Triton model POST /v1/predictions uses unless a request names one",
+    )
+    prediction_retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="keep images sent for prediction (metadata stripped) this many days; 0: never kept",
+    )
+    deploy_settle_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="how long the old version keeps serving after a "
+        "deploy moved the live pointer (longer than the gateways' refresh)",
+    )
 
     # Security and limits.
     api_key_pepper: SecretStr = SecretStr(DEFAULT_KEY_PEPPER)
@@ -72,10 +98,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_upload_files: int = Field(default=50_000, gt=0)
     max_prediction_images: int = Field(default=32, gt=0, le=1024)
-    max_upload_expanded_bytes: int = Field(default=4 * 1024**3, gt=0,
-                                           description="zip-bomb guard: total uncompressed bytes of an upload")
-    max_upload_ratio: int = Field(default=100, gt=1, description="zip-bomb guard: largest compression ratio of a "
-                                  "member")
+    max_upload_expanded_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="zip-bomb guard: total uncompressed bytes of an upload"
+    )
+    max_upload_ratio: int = Field(
+        default=100, gt=1, description="zip-bomb guard: largest compression ratio of a member"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
@@ -87,9 +115,7 @@ class Settings(BaseSettings):
         if self.api_key_pepper.get_secret_value() == DEFAULT_KEY_PEPPER:
             insecure.append("DERMASYNTH_API_KEY_PEPPER")
         if insecure:
-            raise ValueError(
-                "production refuses development defaults; set " + ", ".join(insecure) + " to real secrets"
-            )
+            raise ValueError("production refuses development defaults; set " + ", ".join(insecure) + " to real secrets")
         return self
 
 

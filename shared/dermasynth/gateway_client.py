@@ -16,9 +16,9 @@ import httpx
 from pydantic import TypeAdapter
 
 from dermasynth.data.archives import write_archive
+from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPage
 from dermasynth.jobs.submission import Artefact
-from dermasynth.schemas import DatasetInfo, ImportReport
 
 
 class GatewayError(Exception):
@@ -34,10 +34,15 @@ class GatewayError(Exception):
 class GatewayClient:
     """The gateway at ``base_url``, called with ``api_key``."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 300.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
-                                 timeout=timeout, transport=transport)
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout: float = 300.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -63,8 +68,16 @@ class GatewayClient:
         raise GatewayError(response.status_code, str(detail), str(reason))
 
     # -- datasets ----------------------------------------------------------------------------------
-    def upload_dataset(self, source: Path, name: str, *, fmt: str = "auto", seed: int = 0, val_frac: float = 0.15,
-                       test_frac: float = 0.15) -> tuple[DatasetInfo, ImportReport]:
+    def upload_dataset(
+        self,
+        source: Path,
+        name: str,
+        *,
+        fmt: str = "auto",
+        seed: int = 0,
+        val_frac: float = 0.15,
+        test_frac: float = 0.15,
+    ) -> tuple[DatasetInfo, ImportReport]:
         """Upload a dataset: a ``.zip`` file, or a folder (zipped on the fly)."""
         form = {"name": name, "format": fmt, "seed": str(seed), "val_frac": str(val_frac), "test_frac": str(test_frac)}
         if source.is_dir():
@@ -100,8 +113,14 @@ class GatewayClient:
     def job(self, job_id: str) -> JobRecord:
         return JobRecord.model_validate(self._call("GET", f"/v1/jobs/{job_id}").json())
 
-    def jobs(self, *, state: JobState | str | None = None, kind: JobKind | str | None = None, limit: int = 50,
-             offset: int = 0) -> JobPage:
+    def jobs(
+        self,
+        *,
+        state: JobState | str | None = None,
+        kind: JobKind | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
         query: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
             query["state"] = str(state)
@@ -121,8 +140,14 @@ class GatewayClient:
     def download(self, job_id: str, path: str) -> bytes:
         return self._call("GET", f"/v1/jobs/{job_id}/artefacts/{path}").content
 
-    def wait(self, job_id: str, *, poll_s: float = 1.0, timeout_s: float | None = None,
-             on_update: Callable[[JobRecord], None] | None = None) -> JobRecord:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+        on_update: Callable[[JobRecord], None] | None = None,
+    ) -> JobRecord:
         """Poll until the job is final (or ``timeout_s`` passes: TimeoutError); ``on_update`` sees each poll."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:

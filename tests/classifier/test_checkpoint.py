@@ -7,26 +7,24 @@ import numpy as np
 import pytest
 import torch
 
-from dermasynth.checkpoints import load_state, save_state
 from dermasynth.classifier.checkpoint import capture_rng, load_checkpoint, load_trained, restore_rng
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.data.manifest import Manifest
 from dermasynth.storage import FilesystemStore, ObjectNotFound
+from dermasynth.storage.state_dicts import load_state, save_state
 
 
 @pytest.fixture(scope="module")
 def run(demo_dataset: Manifest, tmp_path_factory: pytest.TempPathFactory) -> FilesystemStore:
     store = FilesystemStore(tmp_path_factory.mktemp("run"))
-    config = TrainConfig(model="resnet18", image_size=16, epochs=2, batch_size=8, num_workers=0,
-                         max_steps_per_epoch=1)
+    config = TrainConfig(model="resnet18", image_size=16, epochs=2, batch_size=8, num_workers=0, max_steps_per_epoch=1)
     fit(config, demo_dataset, store)
     return store
 
 
 def _draws(generator: torch.Generator) -> tuple[float, float, float, float]:
-    return (torch.rand(1).item(), float(np.random.rand()), random.random(),
-            torch.rand(1, generator=generator).item())
+    return (torch.rand(1).item(), float(np.random.rand()), random.random(), torch.rand(1, generator=generator).item())
 
 
 def test_rng_states_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -40,8 +38,7 @@ def test_rng_states_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
     assert _draws(generator) == expected
 
 
-def test_load_trained_gives_an_eval_model_with_its_preprocessing(run: FilesystemStore,
-                                                                 demo_dataset: Manifest) -> None:
+def test_load_trained_gives_an_eval_model_with_its_preprocessing(run: FilesystemStore, demo_dataset: Manifest) -> None:
     trained = load_trained(run)
     assert not trained.model.training
     assert trained.classes == demo_dataset.classes

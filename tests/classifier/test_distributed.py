@@ -18,13 +18,21 @@ from dermasynth.data.manifest import Manifest
 from dermasynth.storage import FilesystemStore
 from tests.conftest import free_port
 
-CONFIG = TrainConfig(model="mobilenet_v3_small", image_size=16, epochs=2, batch_size=8, num_workers=0,
-                     max_steps_per_epoch=2, device="cpu")
+CONFIG = TrainConfig(
+    model="mobilenet_v3_small",
+    image_size=16,
+    epochs=2,
+    batch_size=8,
+    num_workers=0,
+    max_steps_per_epoch=2,
+    device="cpu",
+)
 
 
 def _rank(rank: int, world_size: int, port: int, data: str, tmp: str) -> None:
-    os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)  # as torchrun does for several processes per machine
     try:
         result = fit(CONFIG, Manifest.read(Path(data)), FilesystemStore(Path(tmp) / f"store{rank}"))
@@ -42,17 +50,47 @@ def test_ddp_trains_on_two_processes_and_only_rank_0_writes(demo_dataset: Manife
     assert results[0]["world_size"] == 2 and results[0]["epochs_run"] == 2
     assert all(h["train_images"] == 2 * 2 * 8 for h in results[0]["history"])  # 2 ranks x 2 steps x batch 8
     assert {p.name for p in (tmp_path / "store0").iterdir()} == {
-        "best.pth", "checkpoint.pth", "epoch_001.pth", "epoch_002.pth", "result.json"}
+        "best.pth",
+        "checkpoint.pth",
+        "epoch_001.pth",
+        "epoch_002.pth",
+        "result.json",
+    }
     assert list((tmp_path / "store1").iterdir()) == []
 
 
 def test_torchrun_launches_the_train_command(demo_dataset: Manifest, tmp_path: Path) -> None:
     dermasynth = Path(sys.executable).parent / "dermasynth"
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
-               str(dermasynth), "train", "--data", str(demo_dataset.root), "--out", str(out), "--model",
-               "mobilenet_v3_small", "--image-size", "16", "--epochs", "1", "--batch-size", "8",
-               "--max-steps-per-epoch", "2", "--num-workers", "0", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--no-python",
+        str(dermasynth),
+        "train",
+        "--data",
+        str(demo_dataset.root),
+        "--out",
+        str(out),
+        "--model",
+        "mobilenet_v3_small",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-steps-per-epoch",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())

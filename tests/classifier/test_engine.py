@@ -9,17 +9,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dermasynth.checkpoints import load_state
 from dermasynth.classifier.checkpoint import RESULT, epoch_key
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import TrainResult, amp_dtype_of, evaluate, fit, train_one_epoch
 from dermasynth.data.manifest import Manifest
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore
+from dermasynth.storage.state_dicts import load_state
 
 # A small, fast network keeps these tests about the engine; every documented backbone is covered in test_models.
-TINY = {"model": "mobilenet_v3_small", "image_size": 16, "batch_size": 8, "num_workers": 0, "device": "cpu",
-        "max_steps_per_epoch": 2}
+TINY = {
+    "model": "mobilenet_v3_small",
+    "image_size": 16,
+    "batch_size": 8,
+    "num_workers": 0,
+    "device": "cpu",
+    "max_steps_per_epoch": 2,
+}
 
 
 def _config(**changes: object) -> TrainConfig:
@@ -49,8 +55,18 @@ def test_fit_trains_validates_checkpoints_and_reports(demo_dataset: Manifest, tm
     assert [p.epoch for p in seen if p.phase == "validate"] == [1, 2]
     assert "val_balanced_accuracy" in seen[-1].metrics
     checkpoint = load_state(store, "checkpoint.pth")
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "config", "classes",
-            "preprocessing", "rng"} <= checkpoint.keys()
+    assert {
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "epoch",
+        "best_metric",
+        "config",
+        "classes",
+        "preprocessing",
+        "rng",
+    } <= checkpoint.keys()
     assert checkpoint["epoch"] == 2 and checkpoint["preprocessing"]["image_size"] == 16
 
 
@@ -117,15 +133,19 @@ def test_cancel_mid_epoch_keeps_the_last_checkpoint(demo_dataset: Manifest, tmp_
 
 def test_early_stopping_on_val_balanced_accuracy(demo_dataset: Manifest, tmp_path: Path) -> None:
     # a learning rate too small to change any prediction: the first epoch stays the best
-    result = fit(_config(epochs=5, lr=1e-12, patience=2, schedule="none"), demo_dataset,
-                 FilesystemStore(tmp_path / "run"))
+    result = fit(
+        _config(epochs=5, lr=1e-12, patience=2, schedule="none"), demo_dataset, FilesystemStore(tmp_path / "run")
+    )
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
 
 
-@pytest.mark.parametrize("options", [
-    {"balance": "loss", "optimizer": "sgd", "schedule": "plateau", "label_smoothing": 0.1, "grad_clip": 1.0},
-    {"balance": "none", "optimizer": "adamw", "amp": True, "channels_last": True},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"balance": "loss", "optimizer": "sgd", "schedule": "plateau", "label_smoothing": 0.1, "grad_clip": 1.0},
+        {"balance": "none", "optimizer": "adamw", "amp": True, "channels_last": True},
+    ],
+)
 def test_option_combinations_train(demo_dataset: Manifest, tmp_path: Path, options: dict[str, object]) -> None:
     result = fit(_config(epochs=1, **options), demo_dataset, FilesystemStore(tmp_path / "run"))
     assert result.epochs_run == 1 and result.history[0].train_loss > 0
@@ -141,8 +161,11 @@ def test_synthetic_rows_train_and_count(demo_dataset: Manifest, tmp_path: Path) 
         name = f"synthetic/df_{i}.png"
         (root / "synthetic").mkdir(exist_ok=True)
         shutil.copy(root / record.image, root / name)
-        synthetic.append(replace(record, image=name, source="synthetic", lesion_id=f"SYN_{i}", generator="g1",
-                                 seed=i, truncation=1.0))
+        synthetic.append(
+            replace(
+                record, image=name, source="synthetic", lesion_id=f"SYN_{i}", generator="g1", seed=i, truncation=1.0
+            )
+        )
     manifest = Manifest(demo_dataset.records, root).with_records(synthetic)
     result = fit(_config(epochs=1), manifest, FilesystemStore(tmp_path / "run"))
     assert result.train_sources["synthetic"] == len(synthetic)
@@ -167,9 +190,18 @@ def test_train_one_epoch_steps_once_per_batch_with_amp_and_clipping() -> None:
     steps: list[int] = []
     optimizer.register_step_post_hook(lambda *_: steps.append(1))
     calls: list[tuple[int, float, int]] = []
-    stats = train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, torch.amp.GradScaler("cpu",
-                            enabled=False), torch.device("cpu"), amp_dtype=torch.bfloat16, grad_clip=0.5,
-                            log_every=2, on_step=lambda *a: calls.append(a))
+    stats = train_one_epoch(
+        model,
+        loader,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        torch.amp.GradScaler("cpu", enabled=False),
+        torch.device("cpu"),
+        amp_dtype=torch.bfloat16,
+        grad_clip=0.5,
+        log_every=2,
+        on_step=lambda *a: calls.append(a),
+    )
     assert len(steps) == 4 == stats.steps and stats.images == 20
     assert [c[0] for c in calls] == [1, 2, 3, 4] and [c[2] for c in calls] == [6, 12, 18, 20]
     assert calls[-1][1] == pytest.approx(stats.loss)

@@ -20,8 +20,14 @@ from dermasynth.classifier.models import (
     set_backbone_trainable,
 )
 
-FEATURE_DIMS = {"vgg16": 4096, "vgg16_bn": 4096, "resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280,
-                "densenet121": 1024}
+FEATURE_DIMS = {
+    "vgg16": 4096,
+    "vgg16_bn": 4096,
+    "resnet18": 512,
+    "resnet50": 2048,
+    "efficientnet_b0": 1280,
+    "densenet121": 1024,
+}
 
 
 @pytest.mark.parametrize("name", SUPPORTED_MODELS)

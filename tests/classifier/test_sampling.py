@@ -46,8 +46,7 @@ def test_weighted_sampler_replays_from_its_generator_state() -> None:
 
 def test_distributed_sampler_keeps_the_weighting_across_ranks() -> None:
     weights = sample_weights(TARGETS, 3)
-    ranks = [DistributedWeightedSampler(weights, num_replicas=2, rank=r, seed=3, num_samples=15_000)
-             for r in range(2)]
+    ranks = [DistributedWeightedSampler(weights, num_replicas=2, rank=r, seed=3, num_samples=15_000) for r in range(2)]
     for sampler in ranks:
         sampler.set_epoch(4)
     per_rank = [list(s) for s in ranks]

@@ -26,8 +26,9 @@ def test_make_demo_then_stats_json_and_plot(tmp_path: Path) -> None:
 
 def test_import_then_stats(tmp_path: Path) -> None:
     runner.invoke(app, ["data", "make-demo", str(tmp_path / "demo"), "--size", "16", "--count", "56"])
-    result = runner.invoke(app, ["data", "import", str(tmp_path / "demo"), "--out", str(tmp_path / "ds"),
-                                 "--resplit", "--seed", "4"])
+    result = runner.invoke(
+        app, ["data", "import", str(tmp_path / "demo"), "--out", str(tmp_path / "ds"), "--resplit", "--seed", "4"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "ds" / "import_report.json").read_text())
     assert report["files_seen"] == report["accepted"] == 56

@@ -18,15 +18,32 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run_dir(demo_dataset: Manifest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("run")
-    fit(TrainConfig(model="mobilenet_v3_small", image_size=16, epochs=1, batch_size=8, num_workers=0,
-                    max_steps_per_epoch=2),
-        demo_dataset, FilesystemStore(path))
+    fit(
+        TrainConfig(
+            model="mobilenet_v3_small", image_size=16, epochs=1, batch_size=8, num_workers=0, max_steps_per_epoch=2
+        ),
+        demo_dataset,
+        FilesystemStore(path),
+    )
     return path
 
 
 def test_evaluate_json_prints_one_object(run_dir: Path, demo_dataset: Manifest) -> None:
-    result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--data", str(demo_dataset.root),
-                                 "--split", "test", "--json", "--bootstrap", "100"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--run",
+            str(run_dir),
+            "--data",
+            str(demo_dataset.root),
+            "--split",
+            "test",
+            "--json",
+            "--bootstrap",
+            "100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"} <= report.keys()
@@ -37,14 +54,29 @@ def test_evaluate_json_prints_one_object(run_dir: Path, demo_dataset: Manifest) 
 
 
 def test_evaluate_table_and_errors(run_dir: Path, demo_dataset: Manifest, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--data", str(demo_dataset.root),
-                                 "--split", "val", "--bootstrap", "0", "--prefix", "eval/val"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--run",
+            str(run_dir),
+            "--data",
+            str(demo_dataset.root),
+            "--split",
+            "val",
+            "--bootstrap",
+            "0",
+            "--prefix",
+            "eval/val",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "balanced_accuracy" in result.output and (run_dir / "eval" / "val" / "per_class.png").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["evaluate", "--run", str(empty), "--data", str(demo_dataset.root)])
     assert result.exit_code == 2 and "no best checkpoint" in " ".join(result.output.split())
-    result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--data", str(demo_dataset.root),
-                                 "--split", "holdout"])
+    result = runner.invoke(
+        app, ["evaluate", "--run", str(run_dir), "--data", str(demo_dataset.root), "--split", "holdout"]
+    )
     assert result.exit_code == 2 and "holdout" in result.output

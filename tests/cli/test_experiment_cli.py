@@ -11,14 +11,27 @@ from dermasynth.cli import app
 from dermasynth.data.manifest import Manifest
 
 runner = CliRunner()
-TRAIN = {"image_size": 32, "epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2, "num_workers": 0,
-         "device": "cpu", "keep_epoch_checkpoints": False}
+TRAIN = {
+    "image_size": 32,
+    "epochs": 1,
+    "batch_size": 8,
+    "max_steps_per_epoch": 2,
+    "num_workers": 0,
+    "device": "cpu",
+    "keep_epoch_checkpoints": False,
+}
 
 
 def _config(tmp_path: Path, **options: object) -> Path:
     path = tmp_path / "experiment.yaml"
-    base: dict[str, object] = {"name": "cli", "arms": ["real", "sampler"], "backbones": ["mobilenet_v3_small"],
-                               "seeds": [0], "train": TRAIN, "evaluation": {"bootstrap": 100}}
+    base: dict[str, object] = {
+        "name": "cli",
+        "arms": ["real", "sampler"],
+        "backbones": ["mobilenet_v3_small"],
+        "seeds": [0],
+        "train": TRAIN,
+        "evaluation": {"bootstrap": 100},
+    }
     path.write_text(yaml.safe_dump({**base, **options}))
     return path
 
@@ -44,11 +57,13 @@ def test_experiment_runs_then_refuses_to_overwrite_then_resumes(demo_dataset: Ma
 def test_bad_configs_exit_2_with_a_clear_message(demo_dataset: Manifest, tmp_path: Path) -> None:
     out = str(tmp_path / "exp")
     data = ["--data", str(demo_dataset.root)]
-    unknown_arm = runner.invoke(app, ["experiment", "--config", str(_config(tmp_path, arms=["real", "gan2"])),
-                                      "--out", out, *data])
+    unknown_arm = runner.invoke(
+        app, ["experiment", "--config", str(_config(tmp_path, arms=["real", "gan2"])), "--out", out, *data]
+    )
     assert unknown_arm.exit_code == 2 and "arm 'gan2' is not a standard arm" in unknown_arm.output
-    per_run = runner.invoke(app, ["experiment", "--config", str(_config(tmp_path, train={**TRAIN, "seed": 3})),
-                                  "--out", out, *data])
+    per_run = runner.invoke(
+        app, ["experiment", "--config", str(_config(tmp_path, train={**TRAIN, "seed": 3})), "--out", out, *data]
+    )
     assert per_run.exit_code == 2 and "train must not set ['seed']" in per_run.output
     no_data = runner.invoke(app, ["experiment", "--config", str(_config(tmp_path)), "--out", out])
     assert no_data.exit_code == 2 and "--data" in no_data.output

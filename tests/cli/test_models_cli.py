@@ -47,6 +47,7 @@ def test_export_list_deploy_and_rollback(served: Served, serving_env: None) -> N
 
 
 def test_export_names_a_bad_run(tmp_path: object, serving_env: None, served: Served) -> None:
-    result = runner.invoke(app, ["models", "export", "--run", str(served.run.manifest.root), "--data",
-                                 str(served.run.manifest.root)])
+    result = runner.invoke(
+        app, ["models", "export", "--run", str(served.run.manifest.root), "--data", str(served.run.manifest.root)]
+    )
     assert result.exit_code != 0 and "best.pth" in result.output

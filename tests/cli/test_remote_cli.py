@@ -22,7 +22,10 @@ runner = CliRunner()
 
 def test_parse_params() -> None:
     assert parse_params('{"dataset_id": "a"}', ["config.epochs=3", "config.model=resnet18", "tta=true"]) == {
-        "dataset_id": "a", "config": {"epochs": 3, "model": "resnet18"}, "tta": True}
+        "dataset_id": "a",
+        "config": {"epochs": 3, "model": "resnet18"},
+        "tta": True,
+    }
     for bad, sets in (("[1]", []), ("{nope", []), (None, ["noequals"]), ('{"a": 1}', ["a.b=2"])):
         with pytest.raises(typer.BadParameter):
             parse_params(bad, sets)
@@ -57,8 +60,20 @@ def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> 
     shown = json.loads(runner.invoke(app, ["datasets", "show", dataset_id]).stdout)
     assert shown["stats"]["images"] == len(demo_dataset)
 
-    result = runner.invoke(app, ["jobs", "submit", "training", "--set", f"dataset_id={dataset_id}",
-                                 "--set", "config.epochs=1", "--set", "config.model=mobilenet_v3_small"])
+    result = runner.invoke(
+        app,
+        [
+            "jobs",
+            "submit",
+            "training",
+            "--set",
+            f"dataset_id={dataset_id}",
+            "--set",
+            "config.epochs=1",
+            "--set",
+            "config.model=mobilenet_v3_small",
+        ],
+    )
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip().splitlines()[-1]
     status = json.loads(runner.invoke(app, ["jobs", "status", job_id]).stdout)
@@ -71,8 +86,9 @@ def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> 
 
 
 @pytest.mark.integration
-def test_refusals_are_reported_with_the_gateway_s_reason(env: None, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals_are_reported_with_the_gateway_s_reason(
+    env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = runner.invoke(app, ["jobs", "submit", "training", "--set", "dataset_id=ds-000000000000"])
     assert result.exit_code == 2 and "422 unknown_reference" in result.output
     (tmp_path / "x.zip").write_bytes(b"not a zip")

@@ -9,8 +9,18 @@ from dermasynth.cli import app
 from dermasynth.data.manifest import Manifest
 
 runner = CliRunner()
-FAST = ["--model", "mobilenet_v3_small", "--image-size", "16", "--batch-size", "8", "--max-steps-per-epoch", "2",
-        "--num-workers", "0"]
+FAST = [
+    "--model",
+    "mobilenet_v3_small",
+    "--image-size",
+    "16",
+    "--batch-size",
+    "8",
+    "--max-steps-per-epoch",
+    "2",
+    "--num-workers",
+    "0",
+]
 
 
 def test_train_then_resume_then_refuse_overwrite(demo_dataset: Manifest, tmp_path: Path) -> None:

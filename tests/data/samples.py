@@ -9,8 +9,9 @@ from pathlib import Path
 from PIL import Image
 
 
-def jpeg(colour: tuple[int, int, int] = (180, 120, 90), size: tuple[int, int] = (40, 30), *,
-         exif: bool = False) -> bytes:
+def jpeg(
+    colour: tuple[int, int, int] = (180, 120, 90), size: tuple[int, int] = (40, 30), *, exif: bool = False
+) -> bytes:
     img = Image.new("RGB", size, colour)
     buffer = io.BytesIO()
     if exif:

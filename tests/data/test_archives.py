@@ -24,8 +24,9 @@ def _extract(tmp_path: Path, data: bytes, limits: ArchiveLimits = LIMITS) -> Pat
 
 
 def test_extracts_a_dataset_and_steps_into_a_wrapping_folder(tmp_path: Path) -> None:
-    root = _extract(tmp_path, zip_members({"demo/nv/a.jpg": jpeg(), "demo/mel/b.jpg": jpeg(),
-                                           "__MACOSX/demo/._a.jpg": b"junk"}))
+    root = _extract(
+        tmp_path, zip_members({"demo/nv/a.jpg": jpeg(), "demo/mel/b.jpg": jpeg(), "__MACOSX/demo/._a.jpg": b"junk"})
+    )
     assert root == tmp_path / "out" / "demo"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg")) == ["mel/b.jpg", "nv/a.jpg"]
     assert not (tmp_path / "out" / "__MACOSX").exists()

@@ -49,8 +49,9 @@ def test_a_simple_classifier_can_tell_the_classes_apart(tmp_path: Path) -> None:
 
     def features(split: str) -> tuple[np.ndarray, list[str]]:
         rows = manifest.in_split(split)
-        pixels = [np.asarray(load_rgb(manifest.path_of(r)).resize((16, 12)), dtype=np.float32).ravel() / 255
-                  for r in rows]
+        pixels = [
+            np.asarray(load_rgb(manifest.path_of(r)).resize((16, 12)), dtype=np.float32).ravel() / 255 for r in rows
+        ]
         return np.stack(pixels), [r.label for r in rows]
 
     x_train, y_train = features("train")

@@ -73,13 +73,19 @@ def test_bad_files_are_reported_and_the_import_goes_on(tmp_path: Path) -> None:
 def test_isic_2019_csv_maps_codes_and_uses_lesion_ids(tmp_path: Path) -> None:
     src = tmp_path / "isic"
     header = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"
-    rows = [header, "ISIC_1,1,0,0,0,0,0,0,0,0", "ISIC_2,0,0,0,1,0,0,0,0,0", "ISIC_3,0,0,0,0,0,0,0,1,0",
-            "ISIC_4,0,0,0,0,0,0,0,0,1", "ISIC_5,0,1,0,0,0,0,0,0,0"]
+    rows = [
+        header,
+        "ISIC_1,1,0,0,0,0,0,0,0,0",
+        "ISIC_2,0,0,0,1,0,0,0,0,0",
+        "ISIC_3,0,0,0,0,0,0,0,1,0",
+        "ISIC_4,0,0,0,0,0,0,0,0,1",
+        "ISIC_5,0,1,0,0,0,0,0,0,0",
+    ]
     (src / "train").mkdir(parents=True)
     (src / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(rows) + "\n")
     (src / "ISIC_2019_Training_Metadata.csv").write_text(
-        "image,age_approx,anatom_site_general,lesion_id,sex\n"
-        "ISIC_1,50,back,L1,male\nISIC_5,50,back,L1,male\n")
+        "image,age_approx,anatom_site_general,lesion_id,sex\nISIC_1,50,back,L1,male\nISIC_5,50,back,L1,male\n"
+    )
     for i in range(1, 6):
         write(src / "train" / f"ISIC_{i}.jpg", jpeg())
     assert detect_format(src) == "isic-csv"
@@ -118,8 +124,9 @@ def test_imagefolder_with_stray_files(tmp_path: Path) -> None:
 def test_manifest_reimport_keeps_splits_and_sources(demo_dataset: Manifest, tmp_path: Path) -> None:
     manifest, report = import_dataset(demo_dataset.root, tmp_path / "copy")
     assert report.format == "manifest"
-    assert [(r.label, r.split, r.source, r.lesion_id) for r in manifest] == \
-        [(r.label, r.split, r.source, r.lesion_id) for r in demo_dataset]
+    assert [(r.label, r.split, r.source, r.lesion_id) for r in manifest] == [
+        (r.label, r.split, r.source, r.lesion_id) for r in demo_dataset
+    ]
 
 
 def test_refuses_to_overwrite_and_unknown_layouts(demo_dataset: Manifest, tmp_path: Path) -> None:

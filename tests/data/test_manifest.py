@@ -35,7 +35,8 @@ def test_synthetic_images_are_refused_outside_train(split: str) -> None:
 
 def test_synthetic_outside_train_is_refused_when_read(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text(
-        "image,label,lesion_id,split,source,sha256\n" f"x.png,nv,L1,test,synthetic,{SHA}\n")
+        f"image,label,lesion_id,split,source,sha256\nx.png,nv,L1,test,synthetic,{SHA}\n"
+    )
     with pytest.raises(ManifestError, match="line 2"):
         Manifest.read(tmp_path)
 
@@ -50,13 +51,16 @@ def test_duplicate_images_are_refused() -> None:
         Manifest([record("a.png"), record("a.png")])
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("split", "holdout", "split 'holdout'"),
-    ("source", "fake", "source 'fake'"),
-    ("label", "Not OK!", "class label"),
-    ("sha256", "abc", "sha256"),
-    ("lesion_id", "", "lesion_id is empty"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("split", "holdout", "split 'holdout'"),
+        ("source", "fake", "source 'fake'"),
+        ("label", "Not OK!", "class label"),
+        ("sha256", "abc", "sha256"),
+        ("lesion_id", "", "lesion_id is empty"),
+    ],
+)
 def test_bad_fields_are_named(field: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         record(**{field: value})

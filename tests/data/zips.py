@@ -30,8 +30,13 @@ def zip_members(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLAT
 
 
 def imagefolder_zip(n_per_class: int = 3, classes: tuple[str, ...] = ("mel", "nv"), *, exif: bool = False) -> bytes:
-    return zip_members({f"{label}/{label}_{i}.jpg": jpeg((40 * i + 20, 90, 60 + 10 * i), exif=exif)
-                        for label in classes for i in range(n_per_class)})
+    return zip_members(
+        {
+            f"{label}/{label}_{i}.jpg": jpeg((40 * i + 20, 90, 60 + 10 * i), exif=exif)
+            for label in classes
+            for i in range(n_per_class)
+        }
+    )
 
 
 def symlink_zip() -> bytes:
@@ -64,8 +69,8 @@ def lying_bomb_zip() -> bytes:
     claimed = (1024).to_bytes(4, "little")
     for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed-size fields
         at = data.find(signature)
-        assert data[at + offset:at + offset + 4] == real
-        data[at + offset:at + offset + 4] = claimed
+        assert data[at + offset : at + offset + 4] == real
+        data[at + offset : at + offset + 4] = claimed
     return bytes(data)
 
 
@@ -87,6 +92,13 @@ BAD_UPLOADS: dict[str, tuple[bytes, str]] = {
     "ratio-bomb": (ratio_bomb_zip(), "zip_bomb"),
     "lying-bomb": (lying_bomb_zip(), "corrupt_member"),
     "empty-zip": (zip_members({}), "empty_archive"),
-    "manifest-escape": (zip_members({"manifest.csv": b"image,label,lesion_id,split,source,sha256\n/etc/x.png,nv,l1,"
-                                     b"train,real," + b"0" * 64 + b"\n"}), "unsafe_path"),
+    "manifest-escape": (
+        zip_members(
+            {
+                "manifest.csv": b"image,label,lesion_id,split,source,sha256\n/etc/x.png,nv,l1,"
+                b"train,real," + b"0" * 64 + b"\n"
+            }
+        ),
+        "unsafe_path",
+    ),
 }

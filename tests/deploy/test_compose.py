@@ -25,8 +25,17 @@ def _queues(service: dict[str, Any]) -> set[str]:
 
 
 def test_the_stack_has_every_part() -> None:
-    assert set(SERVICES) == {"redis", "minio", "minio-init", "gateway", "worker-gpu", "worker-cpu", "triton",
-                             "frontend", "prometheus"}
+    assert set(SERVICES) == {
+        "redis",
+        "minio",
+        "minio-init",
+        "gateway",
+        "worker-gpu",
+        "worker-cpu",
+        "triton",
+        "frontend",
+        "prometheus",
+    }
 
 
 def test_dependencies_name_real_services() -> None:
@@ -86,8 +95,9 @@ def test_the_frontend_reaches_only_the_gateway() -> None:
 
 def test_prometheus_scrapes_the_gateway_workers_and_triton() -> None:
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {target for job in config["scrape_configs"] for group in job["static_configs"]
-               for target in group["targets"]}
+    targets = {
+        target for job in config["scrape_configs"] for group in job["static_configs"] for target in group["targets"]
+    }
     assert targets == {"gateway:8080", "worker-gpu:9808", "worker-cpu:9808", "triton:8002"}
     for target in targets:
         host = target.split(":")[0]

@@ -15,11 +15,13 @@ LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 
 
 def test_demo_parameters_validate() -> None:
-    synthesis = SynthesisParams.model_validate({**json.loads((LOCAL / "synthesis.json").read_text()),
-                                                "dataset_id": "ds-demo"})
+    synthesis = SynthesisParams.model_validate(
+        {**json.loads((LOCAL / "synthesis.json").read_text()), "dataset_id": "ds-demo"}
+    )
     assert synthesis.gan.image_size <= 32 and synthesis.gan.steps <= 100
-    training = TrainingParams.model_validate({**json.loads((LOCAL / "training.json").read_text()),
-                                              "dataset_id": "syn-demo"})
+    training = TrainingParams.model_validate(
+        {**json.loads((LOCAL / "training.json").read_text()), "dataset_id": "syn-demo"}
+    )
     assert training.config.epochs <= 3 and training.evaluate_split == "test"
 
 

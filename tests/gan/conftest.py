@@ -26,9 +26,20 @@ def one_thread() -> Iterator[None]:
 def tiny_config(**changes: object) -> GanConfig:
     """A GAN small enough to train a few steps in well under a second per step on one CPU core."""
     options: dict[str, object] = {
-        "image_size": 16, "batch_size": 8, "z_dim": 16, "w_dim": 32, "channel_base": 128, "max_channels": 16,
-        "steps": 4, "checkpoint_every": 2, "snapshot_every": 2, "grid_every": 2, "grid_size": 2, "log_every": 2,
-        "device": "cpu", "seed": 3,
+        "image_size": 16,
+        "batch_size": 8,
+        "z_dim": 16,
+        "w_dim": 32,
+        "channel_base": 128,
+        "max_channels": 16,
+        "steps": 4,
+        "checkpoint_every": 2,
+        "snapshot_every": 2,
+        "grid_every": 2,
+        "grid_size": 2,
+        "log_every": 2,
+        "device": "cpu",
+        "seed": 3,
     }
     options.update(changes)
     return GanConfig.model_validate(options)

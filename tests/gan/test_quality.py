@@ -83,8 +83,9 @@ def test_a_copy_is_near_one_lesion_while_a_featureless_image_is_near_all_of_them
     assert torch.isinf(alone).all()  # one lesion only: no ratio
 
 
-def test_evaluate_gan_reports_every_class_and_writes_json_and_grids(tiny_gan: Path, demo_dataset: Manifest,
-                                                                    tmp_path: Path) -> None:
+def test_evaluate_gan_reports_every_class_and_writes_json_and_grids(
+    tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path
+) -> None:
     gan_dir = tmp_path / "gan"
     shutil.copytree(tiny_gan, gan_dir)
     store = FilesystemStore(gan_dir)
@@ -117,8 +118,16 @@ def test_a_gan_that_reproduces_its_training_images_is_flagged(tiny_gan: Path, tm
             name = f"images/{label}_{i}.png"
             (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / "data" / name).write_bytes(data)
-            records.append(Record(image=name, label=label, lesion_id=f"{label}_{i}", split="train",
-                                  source="generated", sha256=hashlib.sha256(data).hexdigest()))
+            records.append(
+                Record(
+                    image=name,
+                    label=label,
+                    lesion_id=f"{label}_{i}",
+                    split="train",
+                    source="generated",
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
     manifest = Manifest(records, tmp_path / "data")
     gan_dir = tmp_path / "gan"
     shutil.copytree(tiny_gan, gan_dir)
@@ -131,12 +140,14 @@ def test_a_gan_that_reproduces_its_training_images_is_flagged(tiny_gan: Path, tm
 
 
 def test_the_default_feature_space_is_a_classifier_trained_once_on_real_images(
-        tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path) -> None:
+    tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path
+) -> None:
     gan_dir = tmp_path / "gan"
     shutil.copytree(tiny_gan, gan_dir)
     store = FilesystemStore(gan_dir)
-    config = TrainConfig(model="resnet18", image_size=32, epochs=1, batch_size=32, num_workers=0,
-                         max_steps_per_epoch=2, device="cpu")
+    config = TrainConfig(
+        model="resnet18", image_size=32, epochs=1, batch_size=32, num_workers=0, max_steps_per_epoch=2, device="cpu"
+    )
     space = feature_classifier(store, demo_dataset, 16, config)
     assert "resnet18" in space.description and "real training images" in space.description
     assert space.extract(torch.rand(3, 3, 16, 16)).shape == (3, 512)

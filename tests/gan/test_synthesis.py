@@ -24,8 +24,17 @@ def _toy(counts: dict[str, int], held_out: int = 2) -> Manifest:
     rows = []
     for label, n in counts.items():
         for split, k in (("train", n), ("val", held_out), ("test", held_out)):
-            rows += [Record(image=f"{label}_{split}_{i}.png", label=label, lesion_id=f"{label}_{split}_{i}",
-                            split=split, source="real", sha256=SHA) for i in range(k)]  # type: ignore[arg-type]
+            rows += [
+                Record(
+                    image=f"{label}_{split}_{i}.png",
+                    label=label,
+                    lesion_id=f"{label}_{split}_{i}",
+                    split=split,
+                    source="real",
+                    sha256=SHA,
+                )
+                for i in range(k)
+            ]  # type: ignore[arg-type]
     return Manifest(rows, Path("/nowhere"))
 
 
@@ -45,17 +54,39 @@ def test_balance_with_a_ratio_at_least_and_explicit_counts() -> None:
     half = plan_counts(manifest, SynthesisPlan(mode="balance", ratio=0.5))
     assert half == {"akiec": 302, "bcc": 284, "df": 323, "nv": 0, "vasc": 321}
     assert plan_counts(manifest, SynthesisPlan(mode="at_least", at_least=40)) == {
-        "akiec": 7, "bcc": 0, "df": 28, "nv": 0, "vasc": 26}
+        "akiec": 7,
+        "bcc": 0,
+        "df": 28,
+        "nv": 0,
+        "vasc": 26,
+    }
     assert plan_counts(manifest, SynthesisPlan(mode="counts", counts={"df": 5, "VASC": 2})) == {
-        "akiec": 0, "bcc": 0, "df": 5, "nv": 0, "vasc": 2}
+        "akiec": 0,
+        "bcc": 0,
+        "df": 5,
+        "nv": 0,
+        "vasc": 2,
+    }
     only_rare = plan_counts(manifest, SynthesisPlan(mode="balance", classes=["df", "vasc"]))
     assert only_rare == {"akiec": 0, "bcc": 0, "df": 658, "nv": 0, "vasc": 656}
 
 
 def test_synthetic_rows_already_in_train_count_towards_the_target() -> None:
     manifest = _toy({"df": 10, "nv": 20})
-    extra = [Record(image=f"syn_{i}.png", label="df", lesion_id=f"S{i}", split="train", source="synthetic",
-                    sha256=SHA, generator="g", seed=i, truncation=1.0) for i in range(4)]
+    extra = [
+        Record(
+            image=f"syn_{i}.png",
+            label="df",
+            lesion_id=f"S{i}",
+            split="train",
+            source="synthetic",
+            sha256=SHA,
+            generator="g",
+            seed=i,
+            truncation=1.0,
+        )
+        for i in range(4)
+    ]
     assert plan_counts(manifest.with_records(extra), SynthesisPlan()) == {"df": 6, "nv": 0}
 
 
@@ -72,7 +103,8 @@ def test_bad_plans_are_refused_with_what_is_accepted() -> None:
 
 
 def test_synthesize_writes_real_rows_and_synthetic_train_rows_with_provenance(
-        tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path) -> None:
+    tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path
+) -> None:
     plan = SynthesisPlan(mode="at_least", at_least=12, truncation=0.7, seed=4)
     needed = plan_counts(demo_dataset, plan)
     seen: list[Progress] = []
@@ -82,7 +114,8 @@ def test_synthesize_writes_real_rows_and_synthetic_train_rows_with_provenance(
     assert {r.split for r in synthetic} == {"train"}  # never val or test
     assert [r for r in out.records if r.source != "synthetic"] == demo_dataset.records  # splits kept
     assert {s: c for s, c in out.split_counts().items() if s != "train"} == {
-        s: c for s, c in demo_dataset.split_counts().items() if s != "train"}
+        s: c for s, c in demo_dataset.split_counts().items() if s != "train"
+    }
     assert len(synthetic) == sum(needed.values()) > 0
     assert all(n >= 12 for n in out.class_counts("train").values())
     assert seen[-1].phase == "synthesize" and seen[-1].step == seen[-1].total_steps == len(synthetic)
@@ -104,7 +137,8 @@ def test_synthesize_writes_real_rows_and_synthetic_train_rows_with_provenance(
 
 
 def test_synthesize_is_idempotent_and_refuses_to_mix_datasets(
-        tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path) -> None:
+    tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path
+) -> None:
     gan = FilesystemStore(tiny_gan)
     plan = SynthesisPlan(mode="counts", counts={"df": 3})
     first = synthesize(gan, demo_dataset, plan, tmp_path / "aug")

@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
-from dermasynth.checkpoints import LATEST, load_state
 from dermasynth.data.manifest import Manifest, Record
 from dermasynth.gan.artifacts import GanResult, generator_id, load_generator
 from dermasynth.gan.sampling import generate
 from dermasynth.gan.training_loop import GanTrainer, train_gan
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore
+from dermasynth.storage.state_dicts import LATEST, load_state
 from tests.gan.conftest import tiny_config
 
 
@@ -52,8 +52,15 @@ def test_train_gan_writes_options_checkpoints_snapshots_grids_and_result(tiny_ga
     store = FilesystemStore(tiny_gan)
     keys = set(store.list())
     result = GanResult.model_validate_json(store.get_bytes("result.json"))
-    assert {"options.json", "checkpoint.pth", "generator.pth", "result.json", "stats.json",
-            "snapshots/step-0000002.pth", "snapshots/step-0000004.pth"} <= keys
+    assert {
+        "options.json",
+        "checkpoint.pth",
+        "generator.pth",
+        "result.json",
+        "stats.json",
+        "snapshots/step-0000002.pth",
+        "snapshots/step-0000004.pth",
+    } <= keys
     for step in (2, 4):
         assert {f"grids/step-{step:07d}/{c}.png" for c in [*result.classes, "_all"]} <= keys
     grid = Image.open(io.BytesIO(store.get_bytes(f"grids/step-0000004/{result.classes[0]}.png")))
@@ -67,12 +74,15 @@ def test_train_gan_writes_options_checkpoints_snapshots_grids_and_result(tiny_ga
 
 def test_only_real_train_images_are_learned_from(demo_dataset: Manifest, tmp_path: Path) -> None:
     train = [r for r in demo_dataset.records if r.split == "train"]
-    fake_synthetic = Record(image=train[0].image, label="vasc", lesion_id="SYN_1", split="train", source="synthetic",
-                            sha256=train[0].sha256)
+    fake_synthetic = Record(
+        image=train[0].image, label="vasc", lesion_id="SYN_1", split="train", source="synthetic", sha256=train[0].sha256
+    )
     manifest = Manifest([r for r in demo_dataset.records if r is not train[0]] + [fake_synthetic], demo_dataset.root)
     result = train_gan(tiny_config(steps=1, classes=["nv", "vasc"]), manifest, FilesystemStore(tmp_path / "g"))
-    expected = {c: sum(1 for r in manifest.records if r.split == "train" and r.source != "synthetic" and r.label == c)
-                for c in ("nv", "vasc")}
+    expected = {
+        c: sum(1 for r in manifest.records if r.split == "train" and r.source != "synthetic" and r.label == c)
+        for c in ("nv", "vasc")
+    }
     assert result.train_images == expected and result.classes == ["nv", "vasc"]
     with pytest.raises(ValueError, match=r"classes \['zzz'\] have no real images in the train split"):
         train_gan(tiny_config(classes=["nv", "zzz"]), manifest, FilesystemStore(tmp_path / "h"))
@@ -101,8 +111,9 @@ def test_resume_continues_from_the_saved_step_with_the_same_state(demo_dataset: 
         train_gan(tiny_config(steps=6, image_size=32), demo_dataset, interrupted, resume=True)
 
     resumed_steps: list[int] = []
-    result = train_gan(tiny_config(steps=6), demo_dataset, interrupted, lambda p: resumed_steps.append(p.step or 0),
-                       resume=True)
+    result = train_gan(
+        tiny_config(steps=6), demo_dataset, interrupted, lambda p: resumed_steps.append(p.step or 0), resume=True
+    )
     assert resumed_steps == [4, 5, 6] and result.step == 6
     a, b = load_state(straight, LATEST), load_state(interrupted, LATEST)
     for part in ("generator", "discriminator", "generator_ema", "augment"):
@@ -111,8 +122,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_state(demo_dataset: 
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
     assert result.generator_id == generator_id(a["generator_ema"])
 
-    again = train_gan(tiny_config(steps=6), demo_dataset, interrupted, lambda p: pytest.fail("ran again"),
-                      resume=True)
+    again = train_gan(tiny_config(steps=6), demo_dataset, interrupted, lambda p: pytest.fail("ran again"), resume=True)
     assert again == result
 
 
@@ -128,8 +138,16 @@ def _solid_dataset(root: Path, per_class: int = 24) -> Manifest:
             name = f"images/{label}_{i}.png"
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(buffer.getvalue())
-            records.append(Record(image=name, label=label, lesion_id=f"{label}_{i}", split="train", source="generated",
-                                  sha256=hashlib.sha256(buffer.getvalue()).hexdigest()))
+            records.append(
+                Record(
+                    image=name,
+                    label=label,
+                    lesion_id=f"{label}_{i}",
+                    split="train",
+                    source="generated",
+                    sha256=hashlib.sha256(buffer.getvalue()).hexdigest(),
+                )
+            )
     return Manifest(records, root)
 
 
@@ -139,14 +157,23 @@ def _mean_colour(images: torch.Tensor) -> np.ndarray:
 
 def test_conditioning_makes_each_class_recognizable(tmp_path: Path) -> None:
     manifest = _solid_dataset(tmp_path / "data")
-    config = tiny_config(steps=100, batch_size=16, checkpoint_every=100, snapshot_every=100, grid_every=100,
-                         log_every=50, lr_g=0.0025, lr_d=0.0004)
+    config = tiny_config(
+        steps=100,
+        batch_size=16,
+        checkpoint_every=100,
+        snapshot_every=100,
+        grid_every=100,
+        log_every=50,
+        lr_g=0.0025,
+        lr_d=0.0004,
+    )
     train_gan(config, manifest, FilesystemStore(tmp_path / "gan"))
     trained = load_generator(FilesystemStore(tmp_path / "gan"), "cpu")
     assert trained.classes == ["blue", "red"]
 
-    real = torch.stack([torch.from_numpy(np.array(Image.open(manifest.path_of(r)))).permute(2, 0, 1)
-                        for r in manifest.records])
+    real = torch.stack(
+        [torch.from_numpy(np.array(Image.open(manifest.path_of(r)))).permute(2, 0, 1) for r in manifest.records]
+    )
     real_labels = [trained.class_index(r.label) for r in manifest.records]
     classifier = LogisticRegression().fit(_mean_colour(real), real_labels)
 

@@ -13,10 +13,19 @@ def test_final_states_allow_nothing() -> None:
                 check_transition("j", state, wanted)
 
 
-@pytest.mark.parametrize(("current", "wanted"), [
-    ("queued", "running"), ("queued", "cancelled"), ("queued", "failed"), ("running", "succeeded"),
-    ("running", "failed"), ("running", "cancelled"), ("running", "queued"), ("running", "running"),
-])
+@pytest.mark.parametrize(
+    ("current", "wanted"),
+    [
+        ("queued", "running"),
+        ("queued", "cancelled"),
+        ("queued", "failed"),
+        ("running", "succeeded"),
+        ("running", "failed"),
+        ("running", "cancelled"),
+        ("running", "queued"),
+        ("running", "running"),
+    ],
+)
 def test_allowed_moves(current: str, wanted: str) -> None:
     check_transition("j", JobState(current), JobState(wanted))
 

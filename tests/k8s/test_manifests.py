@@ -49,8 +49,11 @@ def test_kustomizations_reference_files_that_exist() -> None:
         assert kustomization["kind"] == "Kustomization"
         for resource in kustomization.get("resources", []):
             assert (path.parent / resource).exists(), f"{path}: {resource} is missing"
-    unused = {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml"} - set(
-        yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"])
+    unused = (
+        {p.name for p in (K8S / "base").glob("*.yaml")}
+        - {"kustomization.yaml"}
+        - set(yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"])
+    )
     assert not unused, f"base files not listed in the kustomization: {unused}"
 
 
@@ -75,12 +78,18 @@ def test_environment_names_real_settings() -> None:
     for name in [*config, *secret]:
         if name.startswith("DERMASYNTH_"):
             assert name in SETTINGS_FIELDS, name
-    Settings.model_validate({k.removeprefix("DERMASYNTH_").lower(): v for k, v in {**config, **secret}.items()
-                             if k.startswith("DERMASYNTH_")})
+    Settings.model_validate(
+        {
+            k.removeprefix("DERMASYNTH_").lower(): v
+            for k, v in {**config, **secret}.items()
+            if k.startswith("DERMASYNTH_")
+        }
+    )
 
 
-@pytest.mark.parametrize(("name", "queues", "gpu"), [("worker-gpu", {"gan", "train"}, True),
-                                                    ("worker-cpu", {"default"}, False)])
+@pytest.mark.parametrize(
+    ("name", "queues", "gpu"), [("worker-gpu", {"gan", "train"}, True), ("worker-cpu", {"default"}, False)]
+)
 def test_workers(name: str, queues: set[str], gpu: bool) -> None:
     container = _by_name("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
@@ -104,8 +113,9 @@ def test_workers_scale_on_their_queue_lengths() -> None:
     for scaled in _of_kind("ScaledObject"):
         target = scaled["spec"]["scaleTargetRef"]["name"]
         assert target in deployments
-        watched[target] = {t["metadata"]["listName"].removeprefix(prefix) for t in scaled["spec"]["triggers"]
-                           if t["type"] == "redis"}
+        watched[target] = {
+            t["metadata"]["listName"].removeprefix(prefix) for t in scaled["spec"]["triggers"] if t["type"] == "redis"
+        }
         assert all(t["metadata"]["listName"].startswith(prefix) for t in scaled["spec"]["triggers"])
     assert watched == {"worker-gpu": {"gan", "train"}, "worker-cpu": {"default"}}
 

@@ -71,9 +71,18 @@ class Platform:
 
     @property
     def settings(self) -> Settings:
-        return Settings(redis_url=self.redis_url, job_key_prefix=self.prefix, store_root=self.root / "store",
-                        cache_root=self.root / "cache-tests", api_key_pepper=PEPPER, environment="test",
-                        job_visibility_timeout_s=6, job_lease_s=6, job_max_retries=1, worker_metrics_port=0)
+        return Settings(
+            redis_url=self.redis_url,
+            job_key_prefix=self.prefix,
+            store_root=self.root / "store",
+            cache_root=self.root / "cache-tests",
+            api_key_pepper=PEPPER,
+            environment="test",
+            job_visibility_timeout_s=6,
+            job_lease_s=6,
+            job_max_retries=1,
+            worker_metrics_port=0,
+        )
 
     def key(self, *scopes: Scope) -> str:
         """A fresh API key with these scopes."""
@@ -82,8 +91,9 @@ class Platform:
 
     def _spawn(self, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
         handle = log.open("wb")
-        process = subprocess.Popen(args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -91,11 +101,34 @@ class Platform:
         """A Celery worker process (solo pool) with its own dataset cache; returns once it consumes."""
         log = self.root / f"worker-{name}.log"
         env = {**self.env, "DERMASYNTH_CACHE_ROOT": str(self.root / f"cache-{name}")}
-        process = self._spawn([sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker",
-                               "--pool=solo", "-Q", queues, "-n", f"{name}-{self.prefix}@%h", "--without-heartbeat",
-                               "--without-gossip", "--without-mingle", "-l", "INFO"], log, env)
-        wait_until(lambda: process.poll() is not None or b" ready." in log.read_bytes(), STARTUP_TIMEOUT_S,
-                   f"worker {name} to start (log: {log})", interval=0.5)
+        process = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "services.worker.celery_app",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}-{self.prefix}@%h",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+            log,
+            env,
+        )
+        wait_until(
+            lambda: process.poll() is not None or b" ready." in log.read_bytes(),
+            STARTUP_TIMEOUT_S,
+            f"worker {name} to start (log: {log})",
+            interval=0.5,
+        )
         assert process.poll() is None, log.read_text()
         return process
 
@@ -104,8 +137,23 @@ class Platform:
         port = free_port()
         log = self.root / "gateway.log"
         env = {**self.env, "DERMASYNTH_CACHE_ROOT": str(self.root / "cache-gateway")}
-        process = self._spawn([sys.executable, "-m", "uvicorn", "services.gateway.app:create_app", "--factory",
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], log, env)
+        process = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "services.gateway.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            log,
+            env,
+        )
         url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:

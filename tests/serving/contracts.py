@@ -11,15 +11,20 @@ from dermasynth.serving.export import ExportedModel
 def contract(image_size: int = 32) -> ServingContract:
     tensor_in, tensors_out = ServingContract.tensors_for(len(HAM10000_CLASSES), image_size)
     return ServingContract(
-        architecture="resnet18", classes=HAM10000_CLASSES, preprocessing=Preprocessing(image_size=image_size),
-        input=tensor_in, outputs=tensors_out,
-        abstention=AbstentionPolicy(min_probability=0.5, ood_threshold=100.0, ood_quantile=0.95,
-                                    calibration_images=10, fit_images=50),
-        parity=ParityReport(images=10, max_abs_probability_diff=0.0, max_ood_score_diff=0.0, tolerance=1e-4,
-                            passed=True))
+        architecture="resnet18",
+        classes=HAM10000_CLASSES,
+        preprocessing=Preprocessing(image_size=image_size),
+        input=tensor_in,
+        outputs=tensors_out,
+        abstention=AbstentionPolicy(
+            min_probability=0.5, ood_threshold=100.0, ood_quantile=0.95, calibration_images=10, fit_images=50
+        ),
+        parity=ParityReport(
+            images=10, max_abs_probability_diff=0.0, max_ood_score_diff=0.0, tolerance=1e-4, passed=True
+        ),
+    )
 
 
 def exported(tag: bytes = b"model", image_size: int = 32) -> ExportedModel:
     """An export record whose files are the given bytes (for layout tests; not a runnable model)."""
-    return ExportedModel(torchscript=b"torchscript:" + tag, eager_state=b"state:" + tag,
-                         contract=contract(image_size))
+    return ExportedModel(torchscript=b"torchscript:" + tag, eager_state=b"state:" + tag, contract=contract(image_size))

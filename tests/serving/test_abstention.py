@@ -7,8 +7,9 @@ import torch
 from dermasynth.serving.abstention import AbstainReason, calibrate_threshold, decide, fit_mahalanobis
 from dermasynth.serving.contract import AbstentionPolicy
 
-POLICY = AbstentionPolicy(min_probability=0.5, ood_threshold=10.0, ood_quantile=0.95, calibration_images=20,
-                          fit_images=100)
+POLICY = AbstentionPolicy(
+    min_probability=0.5, ood_threshold=10.0, ood_quantile=0.95, calibration_images=20, fit_images=100
+)
 
 
 def _clusters(rng: np.random.Generator, n: int = 200, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -56,13 +57,16 @@ def test_threshold_is_the_quantile_and_refuses_bad_input() -> None:
         calibrate_threshold(np.ones(3), 1.5)
 
 
-@pytest.mark.parametrize(("probability", "ood", "reason"), [
-    (0.9, 2.0, None),
-    (0.3, 2.0, AbstainReason.LOW_CONFIDENCE),
-    (0.9, 50.0, AbstainReason.OUT_OF_DISTRIBUTION),
-    (0.3, 50.0, AbstainReason.OUT_OF_DISTRIBUTION),
-    (0.9, float("nan"), AbstainReason.OUT_OF_DISTRIBUTION),
-])
+@pytest.mark.parametrize(
+    ("probability", "ood", "reason"),
+    [
+        (0.9, 2.0, None),
+        (0.3, 2.0, AbstainReason.LOW_CONFIDENCE),
+        (0.9, 50.0, AbstainReason.OUT_OF_DISTRIBUTION),
+        (0.3, 50.0, AbstainReason.OUT_OF_DISTRIBUTION),
+        (0.9, float("nan"), AbstainReason.OUT_OF_DISTRIBUTION),
+    ],
+)
 def test_decide(probability: float, ood: float, reason: AbstainReason | None) -> None:
     decision = decide(probability, ood, POLICY)
     assert decision.abstain is (reason is not None)

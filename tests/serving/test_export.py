@@ -32,8 +32,9 @@ def test_split_classifier_reproduces_the_model(name: str) -> None:
     assert isinstance(head, torch.nn.Linear) and head.out_features == 7
 
 
-def test_export_matches_the_eager_model_on_the_training_path(trained_run: TrainedRun,
-                                                             exported_model: ExportedModel) -> None:
+def test_export_matches_the_eager_model_on_the_training_path(
+    trained_run: TrainedRun, exported_model: ExportedModel
+) -> None:
     contract = exported_model.contract
     assert contract.parity.passed and contract.parity.images > 0
     assert contract.parity.max_abs_probability_diff <= 1e-4
@@ -70,6 +71,7 @@ def test_parity_check_catches_a_different_model(trained_run: TrainedRun) -> None
     other_backbone, other_head = split_classifier(torchvision.models.resnet18(num_classes=7))
     other_serving = ServingModule(serving.normalize, other_backbone, other_head, serving.ood).eval()
     images = [load_rgb(trained_run.manifest.path_of(r)) for r in trained_run.manifest.in_split("val")[:4]]
-    report = check_parity(trained.model, serving, to_torchscript(other_serving, 32), trained.preprocessing, images,
-                          policy.ood_threshold)
+    report = check_parity(
+        trained.model, serving, to_torchscript(other_serving, 32), trained.preprocessing, images, policy.ood_threshold
+    )
     assert not report.passed and report.max_abs_probability_diff > 1e-3

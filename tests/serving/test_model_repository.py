@@ -20,8 +20,14 @@ from tests.serving.contracts import exported
 
 
 def test_config_names_the_contract_tensors_batching_and_versions() -> None:
-    options = BatchingOptions(max_batch_size=16, preferred_batch_sizes=(4, 16), max_queue_delay_us=500,
-                              instance_kind="gpu", instance_count=2, intra_op_threads=3)
+    options = BatchingOptions(
+        max_batch_size=16,
+        preferred_batch_sizes=(4, 16),
+        max_queue_delay_us=500,
+        instance_kind="gpu",
+        instance_count=2,
+        intra_op_threads=3,
+    )
     text = render_config("classifier", [2, 1], options, warmup_image_size=64)
     assert 'name: "classifier"' in text and 'backend: "pytorch"' in text
     assert "max_batch_size: 16" in text

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from dermasynth.data.images import load_rgb
-from dermasynth.schemas import ImageError, ImagePrediction, PredictionResponse
 from dermasynth.serving.explain import Explainer
 from dermasynth.serving.inference_client import TritonClient
 from dermasynth.serving.prediction import BadRequest, NoLiveModel, Predictor, Upload
 from dermasynth.serving.retention import Retention
+from dermasynth.serving.schemas import ImageError, ImagePrediction, PredictionResponse
 from dermasynth.storage import FilesystemStore
 from tests.triton_fixtures import Served
 
@@ -27,8 +27,9 @@ T = TypeVar("T")
 def run_with_predictor(served: Served, use: Callable[[Predictor], Awaitable[T]], **options: object) -> T:
     async def go() -> T:
         client = TritonClient(served.triton.url)
-        predictor = Predictor(client, served.registry, default_model=served.name, max_images=8,
-                              max_pixels=10_000_000, **options)  # type: ignore[arg-type]
+        predictor = Predictor(
+            client, served.registry, default_model=served.name, max_images=8, max_pixels=10_000_000, **options
+        )  # type: ignore[arg-type]
         try:
             return await use(predictor)
         finally:
@@ -71,8 +72,7 @@ def test_predictions_equal_the_eager_models_probabilities(served: Served) -> Non
 
 def test_a_bad_image_is_reported_by_name_and_the_others_answered(served: Served) -> None:
     good = _uploads(served, "val", 2)
-    uploads = [good[0], Upload("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg"), Upload("empty.png", b""),
-               good[1]]
+    uploads = [good[0], Upload("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg"), Upload("empty.png", b""), good[1]]
     response = run_with_predictor(served, lambda p: p.predict(uploads, top_k=2))
     assert (response.succeeded, response.failed) == (2, 2)
     assert [r.status for r in response.results] == ["ok", "error", "error", "ok"]
@@ -110,7 +110,7 @@ def test_abstains_on_noise_and_not_on_a_confident_in_distribution_image(served: 
 
     known: list[ImagePrediction] = []
     for start in range(0, len(candidates), 8):
-        chunk = candidates[start:start + 8]
+        chunk = candidates[start : start + 8]
         response = run_with_predictor(served, lambda p, c=chunk: p.predict(c))  # type: ignore[misc]
         known += [r for r in response.results if isinstance(r, ImagePrediction)]
     confident = max(known, key=lambda r: r.top_k[0].probability)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from dermasynth.schemas import ModelLineage
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import ModelRegistry, UnknownModel
+from dermasynth.serving.schemas import ModelLineage
 from dermasynth.storage import FilesystemStore
 from tests.serving.contracts import exported
 

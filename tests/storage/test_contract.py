@@ -88,8 +88,12 @@ def test_presigned_url(store: ObjectStore) -> None:
 def test_presigned_urls_name_the_public_endpoint(s3_endpoint: str) -> None:
     """Services reach S3 at one address, users at another (minio:9000 vs. a public host): URLs are for users."""
     port = s3_endpoint.rsplit(":", 1)[1]
-    settings = Settings(store="s3", s3_endpoint=s3_endpoint, s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
-                        s3_public_endpoint=f"localhost:{port}")
+    settings = Settings(
+        store="s3",
+        s3_endpoint=s3_endpoint,
+        s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
+        s3_public_endpoint=f"localhost:{port}",
+    )
     store = open_store(settings)
     store.put_bytes("runs/j/report.md", b"# report")
     url = store.presigned_url("runs/j/report.md", timedelta(minutes=5))

@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field, ValidationError
 from dermasynth.config import Settings
 from dermasynth.data.archives import ArchiveLimits
 from dermasynth.data.importer import REPORT_NAME
-from dermasynth.data.ingest import IngestOptions, ingest_archive, ingest_store_prefix
+from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.data.splits import SplitFractions
-from dermasynth.schemas import DatasetInfo, ImportReport
+from dermasynth.data.uploads import IngestOptions, ingest_archive, ingest_store_prefix
 from dermasynth.storage import ObjectNotFound
 from services.gateway.deps import EngineerKey, RegistryDep, SettingsDep, StoreDep
 
@@ -39,8 +39,9 @@ class DatasetCreated(BaseModel):
 class RegisterRequest(BaseModel):
     """A dataset that already lies in the object store, in any supported layout."""
 
-    prefix: str = Field(min_length=1, max_length=500, description="store prefix holding the dataset, "
-                        "e.g. 'incoming/ham10000'")
+    prefix: str = Field(
+        min_length=1, max_length=500, description="store prefix holding the dataset, e.g. 'incoming/ham10000'"
+    )
     name: str = Field(min_length=1, max_length=100)
     format: Format = "auto"
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
@@ -52,16 +53,26 @@ def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac
     try:
         fractions = SplitFractions(train=1 - val_frac - test_frac, val=val_frac, test=test_frac)
     except ValidationError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"val_frac {val_frac} and test_frac {test_frac} leave no training share: "
-                            f"{exc.errors()[0]['msg']}") from None
-    return IngestOptions(fmt=fmt, seed=seed, fractions=fractions, max_pixels=settings.max_image_pixels,
-                         limits=ArchiveLimits(settings.max_upload_files, settings.max_upload_expanded_bytes,
-                                              settings.max_upload_ratio))
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"val_frac {val_frac} and test_frac {test_frac} leave no training share: {exc.errors()[0]['msg']}",
+        ) from None
+    return IngestOptions(
+        fmt=fmt,
+        seed=seed,
+        fractions=fractions,
+        max_pixels=settings.max_image_pixels,
+        limits=ArchiveLimits(settings.max_upload_files, settings.max_upload_expanded_bytes, settings.max_upload_ratio),
+    )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetCreated, responses=_ERRORS,
-             summary="Upload a dataset as a zip (HAM10000, ISIC CSV, ImageFolder or DermaSynth manifest layout)")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetCreated,
+    responses=_ERRORS,
+    summary="Upload a dataset as a zip (HAM10000, ISIC CSV, ImageFolder or DermaSynth manifest layout)",
+)
 def upload_dataset(
     _: EngineerKey,
     registry: RegistryDep,
@@ -80,10 +91,16 @@ def upload_dataset(
     return DatasetCreated(dataset=info, report=report)
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=DatasetCreated, responses=_ERRORS,
-             summary="Import a dataset already in the object store under a prefix")
-def register_dataset(_: EngineerKey, registry: RegistryDep, store: StoreDep, settings: SettingsDep,
-                     body: RegisterRequest) -> DatasetCreated:
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetCreated,
+    responses=_ERRORS,
+    summary="Import a dataset already in the object store under a prefix",
+)
+def register_dataset(
+    _: EngineerKey, registry: RegistryDep, store: StoreDep, settings: SettingsDep, body: RegisterRequest
+) -> DatasetCreated:
     options = _options(settings, body.format, body.seed, body.val_frac, body.test_frac)
     info, report = ingest_store_prefix(registry, store, body.prefix, name=body.name, options=options)
     return DatasetCreated(dataset=info, report=report)
@@ -94,20 +111,29 @@ def list_datasets(_: EngineerKey, registry: RegistryDep) -> list[DatasetInfo]:
     return registry.list()
 
 
-@router.get("/{dataset_id}", response_model=DatasetInfo, responses={404: {"description": "no such dataset"}},
-            summary="One dataset with its class, split and source distribution")
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetInfo,
+    responses={404: {"description": "no such dataset"}},
+    summary="One dataset with its class, split and source distribution",
+)
 def get_dataset(_: EngineerKey, registry: RegistryDep, dataset_id: DatasetIdPath) -> DatasetInfo:
     return registry.get(dataset_id)
 
 
-@router.get("/{dataset_id}/report", response_model=ImportReport,
-            responses={404: {"description": "no such dataset, or it was not imported (a synthesis output)"}},
-            summary="The per-file import report of an uploaded or registered dataset")
-def get_import_report(_: EngineerKey, registry: RegistryDep, store: StoreDep,
-                      dataset_id: DatasetIdPath) -> ImportReport:
+@router.get(
+    "/{dataset_id}/report",
+    response_model=ImportReport,
+    responses={404: {"description": "no such dataset, or it was not imported (a synthesis output)"}},
+    summary="The per-file import report of an uploaded or registered dataset",
+)
+def get_import_report(
+    _: EngineerKey, registry: RegistryDep, store: StoreDep, dataset_id: DatasetIdPath
+) -> ImportReport:
     registry.get(dataset_id)
     try:
         return ImportReport.model_validate_json(store.get_bytes(f"{registry.prefix(dataset_id)}/{REPORT_NAME}"))
     except ObjectNotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} has no import report "
-                            "(it was made by a job, not imported)") from None
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} has no import report (it was made by a job, not imported)"
+        ) from None

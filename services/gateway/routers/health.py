@@ -30,8 +30,12 @@ def live() -> Liveness:
     return Liveness()
 
 
-@router.get("/ready", response_model=Readiness, summary="Redis, the object store (and Triton, once added) answer",
-            responses={503: {"model": Readiness, "description": "a backend does not answer"}})
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Redis, the object store (and Triton, once added) answer",
+    responses={503: {"model": Readiness, "description": "a backend does not answer"}},
+)
 async def ready(request: Request) -> JSONResponse:
     results: dict[str, str] = {}
     for name, check in ready_checks(request.app).items():

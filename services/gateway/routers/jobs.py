@@ -22,64 +22,105 @@ from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, Metri
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JobIdPath = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
-_AUTH: dict[int | str, dict[str, Any]] = {401: {"description": "no valid API key"},
-                                           403: {"description": "the key lacks the engineer scope"}}
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid API key"},
+    403: {"description": "the key lacks the engineer scope"},
+}
 IN_MEMORY_LIMIT = 32 * 1024 * 1024
 """Artefacts up to this size are answered from memory; larger ones are spooled to disk and streamed."""
 _FOUND: dict[int | str, dict[str, Any]] = {**_AUTH, 404: {"description": "no such job"}}
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord,
-             responses={**_AUTH, 422: {"description": "invalid parameters or an unknown dataset/job"},
-                        503: {"description": "the queue is unavailable"}},
-             summary="Submit a synthesis, training, evaluation or experiment job")
-def create_job(key: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, registry: RegistryDep,
-               metrics: MetricsDep, request: Annotated[JobRequest, Body()], response: Response) -> JobRecord:
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRecord,
+    responses={
+        **_AUTH,
+        422: {"description": "invalid parameters or an unknown dataset/job"},
+        503: {"description": "the queue is unavailable"},
+    },
+    summary="Submit a synthesis, training, evaluation or experiment job",
+)
+def create_job(
+    key: EngineerKey,
+    jobs: JobStoreDep,
+    dispatcher: DispatcherDep,
+    registry: RegistryDep,
+    metrics: MetricsDep,
+    request: Annotated[JobRequest, Body()],
+    response: Response,
+) -> JobRecord:
     """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress."""
-    record = submit_job(request.kind, request.params, owner=key.id, jobs=jobs, dispatcher=dispatcher,
-                        registry=registry)
+    record = submit_job(request.kind, request.params, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=registry)
     metrics.jobs_submitted.labels(record.kind.value).inc()
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return record
 
 
 @router.get("", response_model=JobPage, responses=_AUTH, summary="Jobs, newest first, filtered by state and kind")
-def list_jobs(_: EngineerKey, jobs: JobStoreDep, state: JobState | None = None, kind: JobKind | None = None,
-              limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
+def list_jobs(
+    _: EngineerKey,
+    jobs: JobStoreDep,
+    state: JobState | None = None,
+    kind: JobKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
     return jobs.list(state=state, kind=kind, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobRecord, responses=_FOUND,
-            summary="A job: state, progress (phase, epoch, step, metrics so far, ETA), error, results")
+@router.get(
+    "/{job_id}",
+    response_model=JobRecord,
+    responses=_FOUND,
+    summary="A job: state, progress (phase, epoch, step, metrics so far, ETA), error, results",
+)
 def get_job(_: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath) -> JobRecord:
     return jobs.get(job_id)
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobRecord,
-             responses={**_FOUND, 409: {"description": "the job has already finished"}},
-             summary="Cancel a job; a running one stops at its next step and keeps its last checkpoint")
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRecord,
+    responses={**_FOUND, 409: {"description": "the job has already finished"}},
+    summary="Cancel a job; a running one stops at its next step and keeps its last checkpoint",
+)
 def cancel(_: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, job_id: JobIdPath) -> JobRecord:
     return cancel_job(job_id, jobs, dispatcher)
 
 
-@router.get("/{job_id}/logs", response_model=LogPage, responses=_FOUND,
-            summary="A job's log lines from line `since` on")
-def logs(_: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath,
-         since: Annotated[int, Query(ge=0, le=2**53)] = 0) -> LogPage:
+@router.get(
+    "/{job_id}/logs", response_model=LogPage, responses=_FOUND, summary="A job's log lines from line `since` on"
+)
+def logs(
+    _: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath, since: Annotated[int, Query(ge=0, le=2**53)] = 0
+) -> LogPage:
     return jobs.logs(job_id, since)
 
 
-@router.get("/{job_id}/artefacts", response_model=list[Artefact], responses=_FOUND,
-            summary="The job's output files (checkpoints, metrics, figures, reports)")
+@router.get(
+    "/{job_id}/artefacts",
+    response_model=list[Artefact],
+    responses=_FOUND,
+    summary="The job's output files (checkpoints, metrics, figures, reports)",
+)
 def artefacts(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath) -> list[Artefact]:
     jobs.get(job_id)
     return list_artefacts(store, job_id)
 
 
-@router.get("/{job_id}/artefacts/{path:path}", response_class=Response,
-            responses={**_FOUND, 200: {"content": {"application/octet-stream": {}}},
-                       422: {"description": "an invalid artefact path"}},
-            summary="Download one output file of a job")
+@router.get(
+    "/{job_id}/artefacts/{path:path}",
+    response_class=Response,
+    responses={
+        **_FOUND,
+        200: {"content": {"application/octet-stream": {}}},
+        422: {"description": "an invalid artefact path"},
+    },
+    summary="Download one output file of a job",
+)
 def download_artefact(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath, path: str) -> Response:
     jobs.get(job_id)
     key = check_key(f"{run_prefix(job_id)}/{path}")
@@ -89,5 +130,6 @@ def download_artefact(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id
     fd, spooled = tempfile.mkstemp(prefix="dermasynth-artefact-")  # large checkpoints: stream from disk
     os.close(fd)
     store.get_file(key, Path(spooled))
-    return FileResponse(spooled, media_type=media_type, filename=Path(path).name,
-                        background=BackgroundTask(os.unlink, spooled))
+    return FileResponse(
+        spooled, media_type=media_type, filename=Path(path).name, background=BackgroundTask(os.unlink, spooled)
+    )

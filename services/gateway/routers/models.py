@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from dermasynth.classifier.checkpoint import load_trained
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import JobKind, JobState, run_prefix
-from dermasynth.schemas import LiveModel, ModelLineage, ModelVersionInfo
 from dermasynth.serving.export import ExportError, export_trained
 from dermasynth.serving.inference_client import InferenceUnavailable
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
+from dermasynth.serving.schemas import LiveModel, ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
 from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
 from services.gateway.inference import Inference, InferenceDep
@@ -92,26 +92,48 @@ async def get_model(_: EngineerKey, inference: InferenceDep, name: ModelName) ->
     return ModelDetail(live=await asyncio.to_thread(inference.registry.live, name), versions=versions)
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelVersionInfo, responses=_ERRORS,
-            summary="One version with its lineage (run, dataset, metrics)")
-async def get_version(_: EngineerKey, inference: InferenceDep, name: ModelName,
-                      version: Annotated[int, Path(ge=1)]) -> ModelVersionInfo | JSONResponse:
+@router.get(
+    "/{name}/versions/{version}",
+    response_model=ModelVersionInfo,
+    responses=_ERRORS,
+    summary="One version with its lineage (run, dataset, metrics)",
+)
+async def get_version(
+    _: EngineerKey, inference: InferenceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
+) -> ModelVersionInfo | JSONResponse:
     try:
         return await asyncio.to_thread(inference.registry.version, name, version)
     except UnknownModel as exc:
         return _error(status.HTTP_404_NOT_FOUND, str(exc), "not_found")
 
 
-@router.post("", response_model=ModelVersionInfo, status_code=status.HTTP_201_CREATED,
-             responses={**_ERRORS, 409: {"description": "the job is not a succeeded training job"},
-                        422: {"description": "the export does not match the eager model"}},
-             summary="Export a finished training job's model as a new version")
-async def export_model(_: EngineerKey, inference: InferenceDep, jobs: JobStoreDep, datasets: RegistryDep,
-                       store: StoreDep, request: ExportRequest) -> ModelVersionInfo | JSONResponse:
+@router.post(
+    "",
+    response_model=ModelVersionInfo,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **_ERRORS,
+        409: {"description": "the job is not a succeeded training job"},
+        422: {"description": "the export does not match the eager model"},
+    },
+    summary="Export a finished training job's model as a new version",
+)
+async def export_model(
+    _: EngineerKey,
+    inference: InferenceDep,
+    jobs: JobStoreDep,
+    datasets: RegistryDep,
+    store: StoreDep,
+    request: ExportRequest,
+) -> ModelVersionInfo | JSONResponse:
     record = await asyncio.to_thread(jobs.get, request.training_job_id)
     if record.kind != JobKind.TRAINING or record.state != JobState.SUCCEEDED:
-        return _error(status.HTTP_409_CONFLICT, f"job {record.id} is a {record.state.value} {record.kind.value} job; "
-                      "only a succeeded training job can be exported", "not_exportable")
+        return _error(
+            status.HTTP_409_CONFLICT,
+            f"job {record.id} is a {record.state.value} {record.kind.value} job; "
+            "only a succeeded training job can be exported",
+            "not_exportable",
+        )
     dataset_id = str(record.params["dataset_id"])
 
     def export() -> ModelVersionInfo:
@@ -120,8 +142,9 @@ async def export_model(_: EngineerKey, inference: InferenceDep, jobs: JobStoreDe
 
     def _export(manifest: Manifest) -> ModelVersionInfo:
         trained = load_trained(PrefixedStore(store, record.run_prefix), request.which)
-        exported = export_trained(trained, manifest, min_probability=request.min_probability,
-                                  ood_quantile=request.ood_quantile)
+        exported = export_trained(
+            trained, manifest, min_probability=request.min_probability, ood_quantile=request.ood_quantile
+        )
         metrics = {k: float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
         lineage = ModelLineage(run=run_prefix(record.id), dataset=dataset_id, job_id=record.id, metrics=metrics)
         return inference.registry.register(request.name, exported, lineage)
@@ -132,23 +155,37 @@ async def export_model(_: EngineerKey, inference: InferenceDep, jobs: JobStoreDe
         return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), "export_mismatch")
 
 
-@router.post("/{name}/deploy", response_model=LiveModel, responses={**_ERRORS, 502: {"description": "Triton could "
-             "not load the version (the live one keeps serving)"}, 503: {"description": "Triton is unreachable"}},
-             summary="Make a version live; requests keep being answered during the switch")
-async def deploy(_: EngineerKey, inference: InferenceDep, name: ModelName,
-                 request: DeployRequest) -> LiveModel | JSONResponse:
+@router.post(
+    "/{name}/deploy",
+    response_model=LiveModel,
+    responses={
+        **_ERRORS,
+        502: {"description": "Triton could not load the version (the live one keeps serving)"},
+        503: {"description": "Triton is unreachable"},
+    },
+    summary="Make a version live; requests keep being answered during the switch",
+)
+async def deploy(
+    _: EngineerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
+) -> LiveModel | JSONResponse:
     return await _switch(inference, name, request.version, request.batching, rollback=False)
 
 
-@router.post("/{name}/rollback", response_model=LiveModel, responses=_ERRORS,
-             summary="Make the previously live version (or a given one) live again")
-async def rollback(_: EngineerKey, inference: InferenceDep, name: ModelName,
-                   request: RollbackRequest) -> LiveModel | JSONResponse:
+@router.post(
+    "/{name}/rollback",
+    response_model=LiveModel,
+    responses=_ERRORS,
+    summary="Make the previously live version (or a given one) live again",
+)
+async def rollback(
+    _: EngineerKey, inference: InferenceDep, name: ModelName, request: RollbackRequest
+) -> LiveModel | JSONResponse:
     return await _switch(inference, name, request.version, None, rollback=True)
 
 
-async def _switch(inference: Inference, name: str, version: int | None, batching: BatchingOptions | None, *,
-                  rollback: bool) -> LiveModel | JSONResponse:
+async def _switch(
+    inference: Inference, name: str, version: int | None, batching: BatchingOptions | None, *, rollback: bool
+) -> LiveModel | JSONResponse:
     try:
         if rollback:
             return await inference.deployer.rollback(name, version)

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import JSONResponse, Response
 
-from dermasynth.schemas import PredictionResponse
 from dermasynth.serving.inference_client import InferenceFailed, InferenceUnavailable
 from dermasynth.serving.prediction import BadRequest, NoLiveModel, Upload
+from dermasynth.serving.schemas import PredictionResponse
 from services.gateway.deps import ClinicianKey
 from services.gateway.inference import InferenceDep
 
@@ -25,8 +25,11 @@ router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"},
     403: {"description": "the key lacks the clinician scope"},
-    422: {"model": PredictionResponse, "description": "no image could be used (each one's reason is listed), or "
-          "the request is wrong (no images, more than the limit, bad options: then {detail, reason})"},
+    422: {
+        "model": PredictionResponse,
+        "description": "no image could be used (each one's reason is listed), or "
+        "the request is wrong (no images, more than the limit, bad options: then {detail, reason})",
+    },
     502: {"description": "Triton answered with an error"},
     503: {"description": "no model version is deployed, or Triton is unreachable or has not loaded it"},
 }
@@ -36,21 +39,29 @@ def _error(code: int, detail: str, reason: str) -> JSONResponse:
     return JSONResponse({"detail": detail, "reason": reason}, status_code=code)
 
 
-@router.post("", response_model=PredictionResponse, responses=_RESPONSES,
-             summary="Most likely lesion classes per image, with an abstain flag; not a diagnosis")
+@router.post(
+    "",
+    response_model=PredictionResponse,
+    responses=_RESPONSES,
+    summary="Most likely lesion classes per image, with an abstain flag; not a diagnosis",
+)
 async def predict(
     _: ClinicianKey,
     inference: InferenceDep,
     images: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, BMP, TIFF, WebP)")],
     top_k: Annotated[int, Query(ge=1, le=20, description="how many classes to list per image")] = 3,
     explain: Annotated[bool, Query(description="add a Grad-CAM heat map (PNG, base64) per image")] = False,
-    model: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$",
-                                       description="a served model other than the default")] = None,
+    model: Annotated[
+        str | None, Query(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="a served model other than the default")
+    ] = None,
 ) -> Response:
     limit = inference.settings.max_prediction_images
     if len(images) > limit:
-        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{len(images)} images in one request; at most {limit} "
-                      "are accepted", "too_many_images")
+        return _error(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{len(images)} images in one request; at most {limit} are accepted",
+            "too_many_images",
+        )
     uploads = [Upload(image.filename or f"image-{i + 1}", await image.read()) for i, image in enumerate(images)]
     try:
         response = await inference.predictor.predict(uploads, top_k=top_k, explain=explain, model=model)
@@ -59,8 +70,11 @@ async def predict(
     except NoLiveModel as exc:
         return _error(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), "no_model_deployed")
     except InferenceUnavailable as exc:
-        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, f"the inference server cannot answer now: {exc}",
-                      "inference_unavailable")
+        return _error(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the inference server cannot answer now: {exc}",
+            "inference_unavailable",
+        )
     except InferenceFailed as exc:
         return _error(status.HTTP_502_BAD_GATEWAY, str(exc), "inference_failed")
     code = status.HTTP_200_OK if response.succeeded else status.HTTP_422_UNPROCESSABLE_CONTENT

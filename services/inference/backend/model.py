@@ -53,8 +53,10 @@ class TritonPythonModel:
         self.model = torch.jit.load(str(path), map_location=self.device).eval()
         self.input_name = config["input"][0]["name"]
         self.output_names = sorted((out["name"] for out in config["output"]), key=_output_index)
-        pb_utils.Logger.log_info(f"{config['name']} version {args['model_version']}: {path.name} on {self.device}, "
-                                 f"{torch.get_num_threads()} intra-op threads")
+        pb_utils.Logger.log_info(
+            f"{config['name']} version {args['model_version']}: {path.name} on {self.device}, "
+            f"{torch.get_num_threads()} intra-op threads"
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
@@ -73,8 +75,9 @@ class TritonPythonModel:
             start = 0
             for i in members:
                 stop = start + arrays[i].shape[0]
-                tensors = [pb_utils.Tensor(name, out[start:stop]) for name, out in zip(self.output_names, outputs,
-                                                                                        strict=True)]
+                tensors = [
+                    pb_utils.Tensor(name, out[start:stop]) for name, out in zip(self.output_names, outputs, strict=True)
+                ]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start = stop
         return responses

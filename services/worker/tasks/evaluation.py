@@ -8,8 +8,8 @@ import torch
 from celery import Task
 
 from dermasynth.classifier.checkpoint import BEST, LATEST
+from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run
 from dermasynth.data.manifest import Manifest
-from dermasynth.evaluation.evaluate import EvaluationReport, evaluate_run
 from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import EvaluationParams
 from dermasynth.jobs.queues import TASK_NAMES
@@ -25,15 +25,37 @@ def evaluation_device() -> str:
 
 def summary(report: EvaluationReport) -> dict[str, Any]:
     """The headline figures of a report, for the job's result."""
-    return {"split": report.split, "n": report.n, "balanced_accuracy": report.balanced_accuracy,
-            "macro_f1": report.macro_f1, "accuracy": report.accuracy, "auc": report.auc, "epoch": report.epoch}
+    return {
+        "split": report.split,
+        "n": report.n,
+        "balanced_accuracy": report.balanced_accuracy,
+        "macro_f1": report.macro_f1,
+        "accuracy": report.accuracy,
+        "auc": report.auc,
+        "epoch": report.epoch,
+    }
 
 
-def evaluate_into(run: ObjectStore, manifest: Manifest, split: str, *, tta: bool,
-                  which: Literal["best", "latest"] = "best", bootstrap: int = 1000) -> EvaluationReport:
+def evaluate_into(
+    run: ObjectStore,
+    manifest: Manifest,
+    split: str,
+    *,
+    tta: bool,
+    which: Literal["best", "latest"] = "best",
+    bootstrap: int = 1000,
+) -> EvaluationReport:
     """Evaluate the model in ``run`` and write ``eval/{split}/metrics.json`` and its figures into ``run``."""
-    return evaluate_run(run, manifest, split, tta=tta, bootstrap=bootstrap, which=which,
-                        prefix=f"eval/{split}", device=evaluation_device())
+    return evaluate_run(
+        run,
+        manifest,
+        split,
+        tta=tta,
+        bootstrap=bootstrap,
+        which=which,
+        prefix=f"eval/{split}",
+        device=evaluation_device(),
+    )
 
 
 def evaluate(ctx: JobContext) -> dict[str, Any]:
@@ -47,10 +69,15 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
     source = f"{run_prefix(training.id)}/{checkpoint}"
     if not ctx.out.exists(checkpoint):
         ctx.store.copy(source, f"{run_prefix(ctx.record.id)}/{checkpoint}")
-    report = evaluate_into(ctx.out, manifest, params.split, tta=params.tta, which=params.which,
-                           bootstrap=params.bootstrap)
-    return {"run": run_prefix(ctx.record.id), "training_job_id": training.id, "dataset_id": dataset_id,
-            "metrics": summary(report)}
+    report = evaluate_into(
+        ctx.out, manifest, params.split, tta=params.tta, which=params.which, bootstrap=params.bootstrap
+    )
+    return {
+        "run": run_prefix(ctx.record.id),
+        "training_job_id": training.id,
+        "dataset_id": dataset_id,
+        "metrics": summary(report),
+    }
 
 
 @app.task(bind=True, name=TASK_NAMES[JobKind.EVALUATION], max_retries=None)

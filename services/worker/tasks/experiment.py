@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Task
 
-from dermasynth.evaluation.experiment import run_experiment
+from dermasynth.experiments.runner import run_experiment
 from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import ExperimentParams
 from dermasynth.jobs.queues import TASK_NAMES
@@ -26,9 +26,15 @@ def experiment(ctx: JobContext) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     prefix = run_prefix(ctx.record.id)
-    return {"run": prefix, "dataset_id": params.dataset_id, "name": result.name, "runs": len(result.runs),
-            "report": [f"{prefix}/{key}" for key in result.report], "headline": result.headline,
-            "wall_s": result.wall_s}
+    return {
+        "run": prefix,
+        "dataset_id": params.dataset_id,
+        "name": result.name,
+        "runs": len(result.runs),
+        "report": [f"{prefix}/{key}" for key in result.report],
+        "headline": result.headline,
+        "wall_s": result.wall_s,
+    }
 
 
 @app.task(bind=True, name=TASK_NAMES[JobKind.EXPERIMENT], max_retries=None)

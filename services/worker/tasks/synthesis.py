@@ -37,14 +37,25 @@ def synthesis(ctx: JobContext) -> dict[str, Any]:
         synthesized = synthesize(gan_store, manifest, params.plan, scratch, ctx.progress)
         ctx.out.put_file(SYNTHESIS_RECORD, scratch / SYNTHESIS_RECORD)
         info = ctx.resources.registry.publish(
-            scratch, name=params.name or f"{source.name} + synthetic ({ctx.record.id[:8]})", origin="synthesis",
-            dataset_id=synthesized_dataset_id(ctx.record.id), job_id=ctx.record.id, parent_id=params.dataset_id)
+            scratch,
+            name=params.name or f"{source.name} + synthetic ({ctx.record.id[:8]})",
+            origin="synthesis",
+            dataset_id=synthesized_dataset_id(ctx.record.id),
+            job_id=ctx.record.id,
+            parent_id=params.dataset_id,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"run": run_prefix(ctx.record.id), "gan": f"{run_prefix(ctx.record.id)}/{GAN_FOLDER}",
-            "dataset_id": info.id, "parent_dataset_id": params.dataset_id, "generator_id": gan.generator_id,
-            "gan_steps": gan.step, "train_counts": synthesized.class_counts("train"),
-            "sources": info.stats.sources}
+    return {
+        "run": run_prefix(ctx.record.id),
+        "gan": f"{run_prefix(ctx.record.id)}/{GAN_FOLDER}",
+        "dataset_id": info.id,
+        "parent_dataset_id": params.dataset_id,
+        "generator_id": gan.generator_id,
+        "gan_steps": gan.step,
+        "train_counts": synthesized.class_counts("train"),
+        "sources": info.stats.sources,
+    }
 
 
 @app.task(bind=True, name=TASK_NAMES[JobKind.SYNTHESIS], max_retries=None)

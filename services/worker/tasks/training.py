@@ -23,8 +23,12 @@ def train(ctx: JobContext) -> dict[str, Any]:
     manifest = ctx.dataset(params.dataset_id)
     result = fit(params.config, manifest, ctx.out, ctx.progress, resume=True)
     outcome: dict[str, Any] = {
-        "run": run_prefix(ctx.record.id), "dataset_id": params.dataset_id, "model": params.config.model,
-        "classes": result.classes, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "run": run_prefix(ctx.record.id),
+        "dataset_id": params.dataset_id,
+        "model": params.config.model,
+        "classes": result.classes,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
         "best_val_balanced_accuracy": result.best_val_balanced_accuracy,
     }
     if params.evaluate_split is not None:

@@ -6,6 +6,13 @@ from dermasynth.auth.keys import ApiKey, IssuedKey, KeyRejected, Scope, hash_sec
 from dermasynth.auth.store import ApiKeyStore, KeyNotFound, RedisApiKeyStore
 
 __all__ = [
-    "ApiKey", "ApiKeyStore", "IssuedKey", "KeyNotFound", "KeyRejected", "RedisApiKeyStore", "Scope", "hash_secret",
+    "ApiKey",
+    "ApiKeyStore",
+    "IssuedKey",
+    "KeyNotFound",
+    "KeyRejected",
+    "RedisApiKeyStore",
+    "Scope",
+    "hash_secret",
     "parse_token",
 ]

@@ -60,8 +60,9 @@ def parse_token(token: str) -> tuple[str, str]:
     """
     match = _TOKEN.match(token.strip())
     if match is None:
-        raise KeyRejected("malformed API key: expected 'dsk_<12 hex digits>_<43 characters>' as issued by "
-                          "`dermasynth keys create`")
+        raise KeyRejected(
+            "malformed API key: expected 'dsk_<12 hex digits>_<43 characters>' as issued by `dermasynth keys create`"
+        )
     return match.group(1), match.group(2)
 
 

@@ -67,13 +67,19 @@ class RedisApiKeyStore:
             raise ValueError(f"a key needs at least one scope: {', '.join(s.value for s in Scope)}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        stored = _StoredKey(id=key_id, name=name, scopes=sorted(set(scopes)), created_at=datetime.now(UTC),
-                            hash=hash_secret(self.pepper, secret))
+        stored = _StoredKey(
+            id=key_id,
+            name=name,
+            scopes=sorted(set(scopes)),
+            created_at=datetime.now(UTC),
+            hash=hash_secret(self.pepper, secret),
+        )
         if not self.redis.set(self._key(key_id), stored.model_dump_json(), nx=True):
             return self.create(name, scopes)  # a 48-bit id collided: draw again
         self.redis.sadd(self._index, key_id)
-        return IssuedKey(key=ApiKey.model_validate(stored.model_dump(exclude={"hash"})),
-                         token=f"{TOKEN_PREFIX}_{key_id}_{secret}")
+        return IssuedKey(
+            key=ApiKey.model_validate(stored.model_dump(exclude={"hash"})), token=f"{TOKEN_PREFIX}_{key_id}_{secret}"
+        )
 
     def _stored(self, key_id: str) -> _StoredKey:
         raw = self.redis.get(self._key(key_id))

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dermasynth.checkpoints import LATEST, load_state, save_state
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.models import build_model, penultimate_features
 from dermasynth.data.transforms import Preprocessing
 from dermasynth.storage.base import ObjectNotFound, ObjectStore
+from dermasynth.storage.state_dicts import LATEST, load_state, save_state
 
 BEST = "best.pth"
 RESULT = "result.json"
@@ -37,13 +37,19 @@ def epoch_key(epoch: int) -> str:
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     """The state of every random generator a training epoch draws from, in ``weights_only``-safe types."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_cached = cast(tuple[str, np.ndarray, int, int, float],
-                                                             np.random.get_state(legacy=True))
+    np_kind, np_keys, np_pos, np_has_gauss, np_cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "cached": float(np_cached)},
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached": float(np_cached),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available():
@@ -57,8 +63,15 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
     """Put back what :func:`capture_rng` recorded."""
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
     py_state = state["python"]
     random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -121,8 +134,9 @@ class TrainedModel:
             return penultimate_features(self.model, x.to(self.device)).float()
 
 
-def load_trained(run: ObjectStore, which: Literal["best", "latest"] = "best",
-                 device: str | torch.device = "cpu") -> TrainedModel:
+def load_trained(
+    run: ObjectStore, which: Literal["best", "latest"] = "best", device: str | torch.device = "cpu"
+) -> TrainedModel:
     """Load a run's best (or latest) model for evaluation, export or feature extraction.
 
     Args:
@@ -146,5 +160,12 @@ def load_trained(run: ObjectStore, which: Literal["best", "latest"] = "best",
     target = torch.device(device)
     model.to(target).eval()
     preprocessing = Preprocessing.model_validate(state["preprocessing"])
-    return TrainedModel(model=model, classes=classes, preprocessing=preprocessing, config=config,
-                        epoch=int(state["epoch"]), device=target, metrics=dict(state.get("val_metrics") or {}))
+    return TrainedModel(
+        model=model,
+        classes=classes,
+        preprocessing=preprocessing,
+        config=config,
+        epoch=int(state["epoch"]),
+        device=target,
+        metrics=dict(state.get("val_metrics") or {}),
+    )

@@ -66,8 +66,9 @@ class TrainConfig(BaseModel):
 
         accepted = torchvision.models.list_models(module=torchvision.models)
         if name not in accepted:
-            raise ValueError(f"model {name!r} is not a torchvision classification model; accepted: "
-                             f"{', '.join(accepted)}")
+            raise ValueError(
+                f"model {name!r} is not a torchvision classification model; accepted: {', '.join(accepted)}"
+            )
         return name
 
     @field_validator("device")

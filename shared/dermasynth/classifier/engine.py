@@ -26,7 +26,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
-from dermasynth.checkpoints import LATEST, save_state
 from dermasynth.classifier.checkpoint import (
     BEST,
     FORMAT_VERSION,
@@ -49,9 +48,10 @@ from dermasynth.classifier.sampling import DistributedWeightedSampler, class_wei
 from dermasynth.data.dataset import ManifestDataset
 from dermasynth.data.manifest import Manifest
 from dermasynth.data.transforms import Preprocessing
-from dermasynth.evaluation.metrics import classification_metrics
+from dermasynth.metrics.classification import classification_metrics
 from dermasynth.progress import Cancelled, Progress, ProgressCallback, ignore_progress
 from dermasynth.storage.base import ObjectStore
+from dermasynth.storage.state_dicts import LATEST, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,10 @@ def amp_dtype_of(config: TrainConfig, device: torch.device) -> torch.dtype | Non
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"amp_dtype fp16 needs a CUDA device, not {device}; on CPU use bf16")
     if device.type == "cpu" and not _cpu_has_fast_bf16():
-        logger.warning("bf16 autocast on a CPU without native bf16 kernels (%s): expect it to be slower than fp32",
-                       torch.backends.cpu.get_cpu_capability())
+        logger.warning(
+            "bf16 autocast on a CPU without native bf16 kernels (%s): expect it to be slower than fp32",
+            torch.backends.cpu.get_cpu_capability(),
+        )
     return torch.float16 if name == "fp16" else torch.bfloat16
 
 
@@ -188,8 +190,9 @@ def train_one_epoch(
             on_step(steps, latest, images)
         if last:
             break
-    return EpochStats(loss=float(loss_sum) / max(images, 1), images=images, seconds=time.perf_counter() - start,
-                      steps=steps)
+    return EpochStats(
+        loss=float(loss_sum) / max(images, 1), images=images, seconds=time.perf_counter() - start, steps=steps
+    )
 
 
 def evaluate(
@@ -239,8 +242,14 @@ def _dihedral_views(batch: torch.Tensor) -> Iterator[torch.Tensor]:
 # -- fit ------------------------------------------------------------------------------------------------
 
 
-def fit(config: TrainConfig, manifest: Manifest, out: ObjectStore, progress: ProgressCallback = ignore_progress,
-        *, resume: bool = False) -> TrainResult:
+def fit(
+    config: TrainConfig,
+    manifest: Manifest,
+    out: ObjectStore,
+    progress: ProgressCallback = ignore_progress,
+    *,
+    resume: bool = False,
+) -> TrainResult:
     """Train a classifier on ``manifest``'s train split, validate on its val split, checkpoint to ``out``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) every rank calls this; the model is wrapped in
@@ -271,8 +280,9 @@ def fit(config: TrainConfig, manifest: Manifest, out: ObjectStore, progress: Pro
         return TrainResult.model_validate_json(out.get_bytes(RESULT))
     state = load_checkpoint(out) if resume else None
     if not resume and out.exists(LATEST):
-        raise FileExistsError("the run's store already holds a training run (checkpoint.pth); resume it or "
-                              "choose another output")
+        raise FileExistsError(
+            "the run's store already holds a training run (checkpoint.pth); resume it or choose another output"
+        )
     with _algorithms(config.deterministic):
         return _Run(config, manifest, out, ctx, state).fit(progress)
 
@@ -280,8 +290,11 @@ def fit(config: TrainConfig, manifest: Manifest, out: ObjectStore, progress: Pro
 @contextlib.contextmanager
 def _algorithms(deterministic: bool) -> Iterator[None]:
     """Deterministic kernels (or cuDNN autotuning) for one run; the process's settings come back after it."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -302,8 +315,14 @@ def _seed_everything(seed: int) -> None:
 class _Run:
     """The state of one fit call; methods are the steps of :func:`fit`."""
 
-    def __init__(self, config: TrainConfig, manifest: Manifest, out: ObjectStore, ctx: DistributedContext,
-                 state: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        manifest: Manifest,
+        out: ObjectStore,
+        ctx: DistributedContext,
+        state: dict[str, Any] | None,
+    ) -> None:
         self.config, self.manifest, self.out, self.ctx = config, manifest, out, ctx
         self.device = ctx.device
         self.amp_dtype = amp_dtype_of(config, self.device)
@@ -315,12 +334,15 @@ class _Run:
         if len(self.train_records) < 2:
             raise ValueError(f"the train split holds {len(self.train_records)} images; training needs at least 2")
         if not self.val_records:
-            raise ValueError("the val split holds no images; validation (early stopping, best epoch) needs some: "
-                             "import the dataset with --val-frac > 0")
+            raise ValueError(
+                "the val split holds no images; validation (early stopping, best epoch) needs some: "
+                "import the dataset with --val-frac > 0"
+            )
 
         _seed_everything(config.seed)  # the same initial model on every rank
-        self.preprocessing = (Preprocessing.model_validate(state["preprocessing"]) if state
-                              else preprocessing_for(config))
+        self.preprocessing = (
+            Preprocessing.model_validate(state["preprocessing"]) if state else preprocessing_for(config)
+        )
         self.model = build_model(config.model, len(self.classes), None if state else config.weights)
         check_input_size(self.model, config.image_size)
         self.model.to(self.device)
@@ -330,19 +352,31 @@ class _Run:
             _seed_everything(config.seed + ctx.rank)  # each rank its own augmentation stream
 
         self.generator = torch.Generator().manual_seed(config.seed + ctx.rank)
-        self.train_set = ManifestDataset(manifest, self.train_records, self.preprocessing.train_transform(
-            config.augment), self.classes)
+        self.train_set = ManifestDataset(
+            manifest, self.train_records, self.preprocessing.train_transform(config.augment), self.classes
+        )
         self.sampler = self._train_sampler()
         cuda = self.device.type == "cuda"
-        self.loader = DataLoader(self.train_set, batch_size=config.batch_size, sampler=self.sampler,
-                                 num_workers=config.num_workers, pin_memory=cuda, generator=self.generator,
-                                 drop_last=len(self.sampler) >= config.batch_size)
-        val_set = ManifestDataset(manifest, self.val_records[ctx.rank::ctx.world_size],
-                                  self.preprocessing.eval_transform(), self.classes)
-        self.val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers,
-                                     pin_memory=cuda)
-        weight = (class_weights(self.train_set.targets, len(self.classes)).to(self.device)
-                  if config.balance == "loss" else None)
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            pin_memory=cuda,
+            generator=self.generator,
+            drop_last=len(self.sampler) >= config.batch_size,
+        )
+        val_set = ManifestDataset(
+            manifest, self.val_records[ctx.rank :: ctx.world_size], self.preprocessing.eval_transform(), self.classes
+        )
+        self.val_loader = DataLoader(
+            val_set, batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=cuda
+        )
+        weight = (
+            class_weights(self.train_set.targets, len(self.classes)).to(self.device)
+            if config.balance == "loss"
+            else None
+        )
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer)
@@ -363,18 +397,22 @@ class _Run:
         mine, theirs = self.config.result_fields(), stored.result_fields()
         differing = sorted(k for k in mine if mine[k] != theirs.get(k))
         if differing:
-            raise ValueError("cannot resume with other options than the run was started with; differing: "
-                             + ", ".join(f"{k} (run: {theirs.get(k)!r}, now: {mine[k]!r})" for k in differing))
+            raise ValueError(
+                "cannot resume with other options than the run was started with; differing: "
+                + ", ".join(f"{k} (run: {theirs.get(k)!r}, now: {mine[k]!r})" for k in differing)
+            )
         if list(state["classes"]) != self.classes:
-            raise ValueError(f"cannot resume: the run's classes {state['classes']} differ from the dataset's "
-                             f"{self.classes}")
+            raise ValueError(
+                f"cannot resume: the run's classes {state['classes']} differ from the dataset's {self.classes}"
+            )
 
     def _train_sampler(self) -> TrainSampler:
         config, ctx, targets = self.config, self.ctx, self.train_set.targets
         if config.balance == "sampler":
             if ctx.distributed:
-                return DistributedWeightedSampler(sample_weights(targets, len(self.classes)), ctx.world_size,
-                                                  ctx.rank, seed=config.seed)
+                return DistributedWeightedSampler(
+                    sample_weights(targets, len(self.classes)), ctx.world_size, ctx.rank, seed=config.seed
+                )
             return weighted_sampler(targets, len(self.classes), generator=self.generator)
         if ctx.distributed:
             return DistributedSampler(self.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
@@ -391,8 +429,7 @@ class _Run:
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
         self.history = [EpochRecord.model_validate(r) for r in state["history"]]
-        restore_rng(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"],
-                    self.generator)
+        restore_rng(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"], self.generator)
         logger.info("resuming after epoch %d of %d", self.start_epoch, self.config.epochs)
 
     # -- loop ------------------------------------------------------------------------------------------
@@ -401,8 +438,9 @@ class _Run:
         began = time.perf_counter()
         steps_done = 0
         cancel_requested = False
-        stopped_early = bool(self.history) and self.config.patience is not None and \
-            self.bad_epochs >= self.config.patience
+        stopped_early = (
+            bool(self.history) and self.config.patience is not None and self.bad_epochs >= self.config.patience
+        )
         report = progress if ctx.is_main else ignore_progress
         wrapped: nn.Module | None = None
         frozen: bool | None = None
@@ -415,27 +453,46 @@ class _Run:
             if isinstance(self.sampler, DistributedWeightedSampler | DistributedSampler):
                 self.sampler.set_epoch(epoch)
 
-            def on_step(step: int, loss: float, images: int, epoch: int = epoch, t0: float = time.perf_counter()
-                        ) -> None:
+            def on_step(
+                step: int, loss: float, images: int, epoch: int = epoch, t0: float = time.perf_counter()
+            ) -> None:
                 nonlocal steps_done, cancel_requested
                 steps_done += 1
                 elapsed = time.perf_counter() - t0
                 remaining = (config.epochs - epoch - 1) * self.steps_per_epoch + self.steps_per_epoch - step
                 try:
-                    report(Progress(phase="train", epoch=epoch + 1, total_epochs=config.epochs, step=step,
-                                    total_steps=self.steps_per_epoch, loss=None if math.isnan(loss) else loss,
-                                    images_per_s=images * ctx.world_size / elapsed if elapsed > 0 else None,
-                                    eta_s=(time.perf_counter() - began) / steps_done * remaining))
+                    report(
+                        Progress(
+                            phase="train",
+                            epoch=epoch + 1,
+                            total_epochs=config.epochs,
+                            step=step,
+                            total_steps=self.steps_per_epoch,
+                            loss=None if math.isnan(loss) else loss,
+                            images_per_s=images * ctx.world_size / elapsed if elapsed > 0 else None,
+                            eta_s=(time.perf_counter() - began) / steps_done * remaining,
+                        )
+                    )
                 except Cancelled:
                     if not ctx.distributed:
                         raise
                     cancel_requested = True
 
             lr = self.optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(wrapped, self.loader, self.criterion, self.optimizer, self.scaler, self.device,
-                                    amp_dtype=self.amp_dtype, channels_last=config.channels_last,
-                                    grad_clip=config.grad_clip, max_steps=config.max_steps_per_epoch,
-                                    log_every=config.log_every, on_step=on_step)
+            stats = train_one_epoch(
+                wrapped,
+                self.loader,
+                self.criterion,
+                self.optimizer,
+                self.scaler,
+                self.device,
+                amp_dtype=self.amp_dtype,
+                channels_last=config.channels_last,
+                grad_clip=config.grad_clip,
+                max_steps=config.max_steps_per_epoch,
+                log_every=config.log_every,
+                on_step=on_step,
+            )
             record = self._validate(epoch, lr, stats, bool(frozen))
             self.history.append(record)
             improved = record.val_balanced_accuracy > self.best_metric
@@ -447,10 +504,17 @@ class _Run:
             stopped_early = config.patience is not None and self.bad_epochs >= config.patience
             self._save(epoch + 1, record, improved)
             try:
-                report(Progress(phase="validate", epoch=epoch + 1, total_epochs=config.epochs,
-                                images_per_s=record.images_per_s, metrics=record.model_dump(exclude={"epoch"}),
-                                message=f"epoch {epoch + 1}: val balanced accuracy "
-                                        f"{record.val_balanced_accuracy:.4f} (best {self.best_metric:.4f})"))
+                report(
+                    Progress(
+                        phase="validate",
+                        epoch=epoch + 1,
+                        total_epochs=config.epochs,
+                        images_per_s=record.images_per_s,
+                        metrics=record.model_dump(exclude={"epoch"}),
+                        message=f"epoch {epoch + 1}: val balanced accuracy "
+                        f"{record.val_balanced_accuracy:.4f} (best {self.best_metric:.4f})",
+                    )
+                )
             except Cancelled:
                 if not ctx.distributed:
                     raise
@@ -458,8 +522,11 @@ class _Run:
             if ctx.distributed and all_reduce_sum(ctx, [float(cancel_requested)])[0] > 0:
                 raise Cancelled(f"cancelled after epoch {epoch + 1}")
             if stopped_early:
-                logger.info("early stop after epoch %d: no better val balanced accuracy for %d epochs",
-                            epoch + 1, config.patience)
+                logger.info(
+                    "early stop after epoch %d: no better val balanced accuracy for %d epochs",
+                    epoch + 1,
+                    config.patience,
+                )
                 break
         return self._finish(stopped_early, time.perf_counter() - began)
 
@@ -471,8 +538,9 @@ class _Run:
 
     def _validate(self, epoch: int, lr: float, stats: EpochStats, frozen: bool) -> EpochRecord:
         ctx = self.ctx
-        targets, probs = evaluate(self.model, self.val_loader, self.device, amp_dtype=self.amp_dtype,
-                                  channels_last=self.config.channels_last)
+        targets, probs = evaluate(
+            self.model, self.val_loader, self.device, amp_dtype=self.amp_dtype, channels_last=self.config.channels_last
+        )
         parts = all_gather_objects(ctx, (targets, probs))
         targets = np.concatenate([t for t, _ in parts])
         probs = np.concatenate([p for _, p in parts if p.size])
@@ -481,10 +549,18 @@ class _Run:
         loss_total, images, seconds = all_reduce_sum(ctx, [stats.loss * stats.images, stats.images, stats.seconds])
         mean_seconds = seconds / ctx.world_size
         return EpochRecord(
-            epoch=epoch + 1, lr=lr, train_loss=loss_total / max(images, 1), train_images=int(images),
-            train_s=mean_seconds, images_per_s=images / mean_seconds if mean_seconds > 0 else 0.0,
-            backbone_frozen=frozen, val_loss=val_loss, val_accuracy=metrics.accuracy,
-            val_balanced_accuracy=metrics.balanced_accuracy, val_macro_f1=metrics.macro_f1, val_auc=metrics.auc,
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=loss_total / max(images, 1),
+            train_images=int(images),
+            train_s=mean_seconds,
+            images_per_s=images / mean_seconds if mean_seconds > 0 else 0.0,
+            backbone_frozen=frozen,
+            val_loss=val_loss,
+            val_accuracy=metrics.accuracy,
+            val_balanced_accuracy=metrics.balanced_accuracy,
+            val_macro_f1=metrics.macro_f1,
+            val_auc=metrics.auc,
             val_recall={name: m.recall for name, m in metrics.per_class.items() if m.support},
         )
 
@@ -495,33 +571,56 @@ class _Run:
             self.scheduler.step()
 
     def _save(self, epoch: int, record: EpochRecord, improved: bool) -> None:
-        rng = all_gather_objects(self.ctx, capture_rng(self.generator)) if self.ctx.distributed \
+        rng = (
+            all_gather_objects(self.ctx, capture_rng(self.generator))
+            if self.ctx.distributed
             else capture_rng(self.generator)
+        )
         if not self.ctx.is_main:
             return
         meta = {
-            "format": FORMAT_VERSION, "epoch": epoch, "config": self.config.model_dump(mode="json"),
-            "classes": self.classes, "preprocessing": self.preprocessing.model_dump(mode="json"),
+            "format": FORMAT_VERSION,
+            "epoch": epoch,
+            "config": self.config.model_dump(mode="json"),
+            "classes": self.classes,
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
             "val_metrics": record.model_dump(exclude={"epoch"}),
         }
         model_state = self.model.state_dict()
         if improved:
             save_state(self.out, BEST, {**meta, "model": model_state})
-        save_checkpoint(self.out, {
-            **meta, "model": model_state, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(), "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs, "history": [r.model_dump() for r in self.history], "rng": rng,
-        }, keep_epoch=self.config.keep_epoch_checkpoints)
+        save_checkpoint(
+            self.out,
+            {
+                **meta,
+                "model": model_state,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict(),
+                "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs,
+                "history": [r.model_dump() for r in self.history],
+                "rng": rng,
+            },
+            keep_epoch=self.config.keep_epoch_checkpoints,
+        )
 
     def _finish(self, stopped_early: bool, seconds: float) -> TrainResult:
         train_counts = Counter(r.label for r in self.train_records)
         result = TrainResult(
-            best_epoch=self.best_epoch, best_val_balanced_accuracy=self.best_metric, epochs_run=len(self.history),
-            stopped_early=stopped_early, history=self.history, classes=self.classes, config=self.config,
+            best_epoch=self.best_epoch,
+            best_val_balanced_accuracy=self.best_metric,
+            epochs_run=len(self.history),
+            stopped_early=stopped_early,
+            history=self.history,
+            classes=self.classes,
+            config=self.config,
             train_counts={c: train_counts.get(c, 0) for c in self.classes},
             train_sources=dict(sorted(Counter(r.source for r in self.train_records).items())),
-            val_images=len(self.val_records), world_size=self.ctx.world_size, device=str(self.device),
+            val_images=len(self.val_records),
+            world_size=self.ctx.world_size,
+            device=str(self.device),
             amp_dtype=None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
             wall_s=seconds,
         )

@@ -83,8 +83,10 @@ def resolve_weights(name: str, weights: str | None) -> Path | WeightsEnum | None
     enum = torchvision.models.get_model_weights(name)
     member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     if member not in enum.__members__:
-        raise ValueError(f"weights {weights!r} is neither a file nor a weights name of {name}; accepted names: "
-                         f"{', '.join(enum.__members__)} (or a local state_dict file)")
+        raise ValueError(
+            f"weights {weights!r} is neither a file nor a weights name of {name}; accepted names: "
+            f"{', '.join(enum.__members__)} (or a local state_dict file)"
+        )
     return enum[member]
 
 
@@ -141,8 +143,10 @@ def _load_weights_file(name: str, path: Path) -> nn.Module:
     except RuntimeError as exc:  # size mismatches
         raise ValueError(f"weights file {path} does not fit {name}: {exc}") from exc
     if missing or unexpected:
-        raise ValueError(f"weights file {path} is not a {name} state_dict: {len(missing)} missing keys "
-                         f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}")
+        raise ValueError(
+            f"weights file {path} is not a {name} state_dict: {len(missing)} missing keys "
+            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}"
+        )
     return model
 
 
@@ -171,7 +175,9 @@ def check_input_size(model: nn.Module, image_size: int) -> None:
         with torch.no_grad():
             model(torch.zeros(1, 3, image_size, image_size, device=device))
     except RuntimeError as exc:
-        raise ValueError(f"{type(model).__name__} cannot take {image_size} px inputs ({exc}); "
-                         "use a larger image_size (VGG and DenseNet need at least 32)") from exc
+        raise ValueError(
+            f"{type(model).__name__} cannot take {image_size} px inputs ({exc}); "
+            "use a larger image_size (VGG and DenseNet need at least 32)"
+        ) from exc
     finally:
         model.train(was_training)

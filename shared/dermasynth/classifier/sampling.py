@@ -41,8 +41,9 @@ def sample_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
     return (1.0 / counts[t]).double()
 
 
-def weighted_sampler(targets: Sequence[int], num_classes: int, generator: torch.Generator | None = None,
-                     num_samples: int | None = None) -> WeightedRandomSampler:
+def weighted_sampler(
+    targets: Sequence[int], num_classes: int, generator: torch.Generator | None = None, num_samples: int | None = None
+) -> WeightedRandomSampler:
     """torch's ``WeightedRandomSampler`` drawing ``num_samples`` (default: one epoch's worth) with replacement."""
     weights = sample_weights(targets, num_classes)
     return WeightedRandomSampler(weights.tolist(), num_samples or len(weights), replacement=True, generator=generator)
@@ -63,8 +64,9 @@ class DistributedWeightedSampler(Sampler[int]):
         num_samples: indices per rank and epoch; default ``ceil(len(weights) / num_replicas)``.
     """
 
-    def __init__(self, weights: torch.Tensor, num_replicas: int, rank: int, seed: int = 0,
-                 num_samples: int | None = None) -> None:
+    def __init__(
+        self, weights: torch.Tensor, num_replicas: int, rank: int, seed: int = 0, num_samples: int | None = None
+    ) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in 0..{num_replicas - 1} (num_replicas={num_replicas})")
         if weights.ndim != 1 or weights.numel() == 0 or bool((weights < 0).any()) or float(weights.sum()) <= 0:
@@ -81,9 +83,10 @@ class DistributedWeightedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        drawn = torch.multinomial(self.weights, self.num_samples * self.num_replicas, replacement=True,
-                                  generator=generator)
-        return iter(drawn[self.rank::self.num_replicas].tolist())
+        drawn = torch.multinomial(
+            self.weights, self.num_samples * self.num_replicas, replacement=True, generator=generator
+        )
+        return iter(drawn[self.rank :: self.num_replicas].tolist())
 
     def __len__(self) -> int:
         return self.num_samples

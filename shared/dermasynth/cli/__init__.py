@@ -11,8 +11,9 @@ from dermasynth.cli.evaluate import evaluate
 from dermasynth.cli.experiment import experiment
 from dermasynth.cli.train import train
 
-app = typer.Typer(help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="DermaSynth: GAN-augmented skin-lesion classification.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(data.app, name="data")
 app.add_typer(gan.app, name="gan")
 app.add_typer(datasets.app, name="datasets")

@@ -65,14 +65,23 @@ def import_(
     try:
         with tqdm(desc="checking images", unit="file") as bar:
             manifest, report = import_dataset(
-                src, out, format, seed=seed, fractions=fractions, resplit=resplit, copy=not reference,
-                max_pixels=get_settings().max_image_pixels, on_file=bar.update,
+                src,
+                out,
+                format,
+                seed=seed,
+                fractions=fractions,
+                resplit=resplit,
+                copy=not reference,
+                max_pixels=get_settings().max_image_pixels,
+                on_file=bar.update,
             )
     except (FormatError, ManifestError, FileExistsError) as exc:
         console.print(f"[red]import failed:[/red] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"{report.format}: {report.files_seen} files seen, {report.accepted} accepted, "
-                  f"{report.rejected} rejected {report.rejected_by_reason or ''}")
+    console.print(
+        f"{report.format}: {report.files_seen} files seen, {report.accepted} accepted, "
+        f"{report.rejected} rejected {report.rejected_by_reason or ''}"
+    )
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if report.missing_files:

@@ -31,8 +31,10 @@ def upload(
     """Upload a dataset; the gateway validates every image and prints the new dataset's id (stdout)."""
     with gateway(url, key) as client, console.status(f"uploading and validating {source}"):
         info, report = client.upload_dataset(source, name, fmt=format, seed=seed)
-    console.print(f"{report.format}: {report.files_seen} files, {report.accepted} accepted, {report.rejected} "
-                  f"rejected {report.rejected_by_reason or ''}")
+    console.print(
+        f"{report.format}: {report.files_seen} files, {report.accepted} accepted, {report.rejected} "
+        f"rejected {report.rejected_by_reason or ''}"
+    )
     typer.echo(info.id)
 
 
@@ -61,9 +63,14 @@ def list_(url: GatewayOption = None, key: KeyOption = None) -> None:
     for column in ("name", "origin", "images", "classes", "created"):
         table.add_column(column)
     for info in infos:
-        table.add_row(info.id, info.name, info.origin, str(info.stats.images),
-                      " ".join(f"{c}:{n}" for c, n in info.stats.classes.items()),
-                      info.created_at.isoformat(timespec="seconds"))
+        table.add_row(
+            info.id,
+            info.name,
+            info.origin,
+            str(info.stats.images),
+            " ".join(f"{c}:{n}" for c, n in info.stats.classes.items()),
+            info.created_at.isoformat(timespec="seconds"),
+        )
     Console().print(table)
 
 

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run
 from dermasynth.data.manifest import Manifest, ManifestError
-from dermasynth.evaluation.evaluate import EvaluationReport, evaluate_run
 from dermasynth.storage import FilesystemStore, ObjectNotFound
 
 console = Console(stderr=True)
@@ -22,8 +22,14 @@ def _table(report: EvaluationReport) -> Table:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, m in report.per_class.items():
         ci = f" [{m.recall_ci.low:.2f}, {m.recall_ci.high:.2f}]" if m.recall_ci else ""
-        table.add_row(name, f"{m.precision:.3f}", f"{m.recall:.3f}{ci}", f"{m.f1:.3f}",
-                      "-" if m.auc is None else f"{m.auc:.3f}", str(m.support))
+        table.add_row(
+            name,
+            f"{m.precision:.3f}",
+            f"{m.recall:.3f}{ci}",
+            f"{m.f1:.3f}",
+            "-" if m.auc is None else f"{m.auc:.3f}",
+            str(m.support),
+        )
     return table
 
 
@@ -56,9 +62,18 @@ def evaluate(
         raise typer.Exit(2)
     try:
         manifest = Manifest.read(data)
-        report = evaluate_run(FilesystemStore(run), manifest, split, tta=tta, bootstrap=bootstrap, seed=seed,
-                              which=cast(Literal["best", "latest"], checkpoint), prefix=prefix, device=device,
-                              batch_size=batch_size)
+        report = evaluate_run(
+            FilesystemStore(run),
+            manifest,
+            split,
+            tta=tta,
+            bootstrap=bootstrap,
+            seed=seed,
+            which=cast(Literal["best", "latest"], checkpoint),
+            prefix=prefix,
+            device=device,
+            batch_size=batch_size,
+        )
     except ObjectNotFound as exc:
         console.print(f"[red]{run} holds no {checkpoint} checkpoint[/red] ({exc}); train it with `dermasynth train`")
         raise typer.Exit(2) from exc

@@ -13,10 +13,10 @@ from tqdm import tqdm
 
 from dermasynth.data.formats import FormatError
 from dermasynth.data.manifest import Manifest, ManifestError
-from dermasynth.evaluation.experiment import REPORT_PREFIX, run_experiment
-from dermasynth.evaluation.experiment_config import read_experiment_file
-from dermasynth.evaluation.experiment_data import DataSource, prepare_dataset
-from dermasynth.evaluation.report import REPORT_MARKDOWN
+from dermasynth.experiments.config import read_experiment_file
+from dermasynth.experiments.data import DataSource, prepare_dataset
+from dermasynth.experiments.report import REPORT_MARKDOWN
+from dermasynth.experiments.runner import REPORT_PREFIX, run_experiment
 from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
 
@@ -51,8 +51,9 @@ class ExperimentProgressBars:
                 self._close_inner()
                 self.inner = tqdm(total=total, unit="step", position=1, leave=False)
             self.inner.n = ((progress.epoch or 1) - 1) * progress.total_steps + progress.step
-            self.inner.set_description(str(progress.metrics.get("stage", "")) +
-                                       (f" epoch {progress.epoch}/{epochs}" if progress.epoch else ""))
+            self.inner.set_description(
+                str(progress.metrics.get("stage", "")) + (f" epoch {progress.epoch}/{epochs}" if progress.epoch else "")
+            )
             if progress.loss is not None:
                 self.inner.set_postfix(loss=f"{progress.loss:.4f}", refresh=False)
             self.inner.refresh()
@@ -76,14 +77,18 @@ def _describe(error: ValidationError) -> str:
 
 
 def experiment(
-    config: Annotated[Path, typer.Option("--config", help="experiment config file (YAML), e.g. "
-                                                            "configs/experiments/tiny.yaml")],
+    config: Annotated[
+        Path, typer.Option("--config", help="experiment config file (YAML), e.g. configs/experiments/tiny.yaml")
+    ],
     out: Annotated[Path, typer.Option("--out", help="experiment folder: GAN, runs, report/")],
     resume: Annotated[bool, typer.Option(help="continue the experiment in --out (finished work is kept)")] = False,
-    data: Annotated[Path | None, typer.Option("--data", help="a dataset folder (manifest.csv) instead of the "
-                                                             "config's data section")] = None,
-    device: Annotated[str | None, typer.Option(help="where to synthesize and evaluate: cpu, cuda or cuda:N "
-                                                    "(default: CUDA when available)")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="a dataset folder (manifest.csv) instead of the config's data section")
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="where to synthesize and evaluate: cpu, cuda or cuda:N (default: CUDA when available)"),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
 ) -> None:
     """Train every arm x backbone x seed of CONFIG, compare the arms on real held-out images, write the report.
@@ -116,8 +121,9 @@ def experiment(
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         bars.close()
-        console.print(f"interrupted; finished runs and the last checkpoints are kept: continue with "
-                      f"--resume --out {out}")
+        console.print(
+            f"interrupted; finished runs and the last checkpoints are kept: continue with --resume --out {out}"
+        )
         raise typer.Exit(130) from None
     bars.close()
     for line in result.headline:

@@ -29,8 +29,9 @@ from dermasynth.gan.training_loop import train_gan
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore, ObjectNotFound
 
-app = typer.Typer(help="Train a class-conditional GAN, synthesize rare-class images, measure their quality.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Train a class-conditional GAN, synthesize rare-class images, measure their quality.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 
@@ -132,9 +133,18 @@ def train(
         raise _fail(f"cannot read --options {options}", exc) from exc
     if not isinstance(given, dict):
         raise _fail(f"--options {options}", ValueError("expected a JSON object of GanConfig options"))
-    flags = {"image_size": image_size, "steps": steps, "batch_size": batch_size, "augment": augment, "loss": loss,
-             "classes": _csv(classes), "seed": seed, "device": device, "grid_every": grid_every,
-             "snapshot_every": snapshot_every}
+    flags = {
+        "image_size": image_size,
+        "steps": steps,
+        "batch_size": batch_size,
+        "augment": augment,
+        "loss": loss,
+        "classes": _csv(classes),
+        "seed": seed,
+        "device": device,
+        "grid_every": grid_every,
+        "snapshot_every": snapshot_every,
+    }
     given.update({k: v for k, v in flags.items() if v is not None})
     try:
         config = GanConfig.model_validate(given)
@@ -151,8 +161,10 @@ def train(
         raise typer.Exit(130) from None
     except (FileExistsError, ValueError) as exc:
         raise _fail("cannot train", exc) from exc
-    console.print(f"trained {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.2f} steps/s); "
-                  f"generator {result.generator_id[:12]} in {out / result.generator}; grids: {out / 'grids'}")
+    console.print(
+        f"trained {result.step} steps in {result.seconds:.0f} s ({result.steps_per_s:.2f} steps/s); "
+        f"generator {result.generator_id[:12]} in {out / result.generator}; grids: {out / 'grids'}"
+    )
 
 
 @app.command("sample")
@@ -177,9 +189,17 @@ def sample(
     except ValueError as exc:
         raise _fail("--counts", ValueError(f"{counts!r} is not a list like df=200,vasc=150")) from exc
     try:
-        synthesis_plan = SynthesisPlan.model_validate({
-            "mode": plan, "ratio": ratio, "at_least": at_least, "counts": parsed, "truncation": truncation,
-            "seed": seed, "classes": _csv(classes)})
+        synthesis_plan = SynthesisPlan.model_validate(
+            {
+                "mode": plan,
+                "ratio": ratio,
+                "at_least": at_least,
+                "counts": parsed,
+                "truncation": truncation,
+                "seed": seed,
+                "classes": _csv(classes),
+            }
+        )
     except ValidationError as exc:
         raise _fail("invalid plan", exc) from exc
     manifest = _manifest(data)
@@ -207,9 +227,13 @@ def evaluate(
     gan: Annotated[Path, typer.Option("--gan", help="GAN folder written by `dermasynth gan train`")],
     data: Annotated[Path, typer.Option("--data", help="the dataset the GAN was trained on")],
     as_json: Annotated[bool, typer.Option("--json", help="print gan_report.json on stdout")] = False,
-    features: Annotated[Path | None, typer.Option(
-        help="classifier run folder whose penultimate layer is the feature space [default: train a small "
-             "ResNet-18 on the real images once, cached in GAN/feature_classifier]")] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            help="classifier run folder whose penultimate layer is the feature space [default: train a small "
+            "ResNet-18 on the real images once, cached in GAN/feature_classifier]"
+        ),
+    ] = None,
     feature_epochs: Annotated[int | None, typer.Option(min=1, help="epochs of that default classifier")] = None,
     samples_per_class: Annotated[int | None, typer.Option(min=2, help="[default: as many as real images]")] = None,
     truncation: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
@@ -224,16 +248,26 @@ def evaluate(
     try:
         extractor, description, feature_config = None, None, None
         if features is not None:
-            space = classifier_feature_space(load_trained(FilesystemStore(features), "best", device or "cpu"),
-                                             str(features))
+            space = classifier_feature_space(
+                load_trained(FilesystemStore(features), "best", device or "cpu"), str(features)
+            )
             extractor, description = space.extract, space.description
         elif feature_epochs is not None:
             size = load_generator(FilesystemStore(gan), "cpu").config.image_size
             feature_config = default_feature_config(size).model_copy(update={"epochs": feature_epochs})
         with _stop_on_ctrl_c(bars):
-            report = evaluate_gan(FilesystemStore(gan), manifest, extractor, feature_space=description,
-                                  feature_config=feature_config, samples_per_class=samples_per_class,
-                                  truncation=truncation, seed=seed, device=device, progress=bars)
+            report = evaluate_gan(
+                FilesystemStore(gan),
+                manifest,
+                extractor,
+                feature_space=description,
+                feature_config=feature_config,
+                samples_per_class=samples_per_class,
+                truncation=truncation,
+                seed=seed,
+                device=device,
+                progress=bars,
+            )
     except Cancelled:
         console.print("stopped")
         raise typer.Exit(130) from None
@@ -246,13 +280,21 @@ def evaluate(
     for column in ("class", "real", "generated", "FID", "KID x1000", "precision", "recall", "near-copies"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, q in report.classes.items():
-        table.add_row(label, str(q.real_images), str(q.generated_images), _fmt(q.fid, 1),
-                      _fmt(None if q.kid_mean is None else q.kid_mean * 1000, 1), _fmt(q.precision, 2),
-                      _fmt(q.recall, 2), str(q.near_copies))
+        table.add_row(
+            label,
+            str(q.real_images),
+            str(q.generated_images),
+            _fmt(q.fid, 1),
+            _fmt(None if q.kid_mean is None else q.kid_mean * 1000, 1),
+            _fmt(q.precision, 2),
+            _fmt(q.recall, 2),
+            str(q.near_copies),
+        )
     Console().print(table)
     console.print(f"feature space: {report.feature_space}")
-    console.print(f"near-copy threshold: pixel RMSE {report.near_copy_threshold:.4f}; "
-                  f"report: {gan / 'gan_report.json'}")
+    console.print(
+        f"near-copy threshold: pixel RMSE {report.near_copy_threshold:.4f}; report: {gan / 'gan_report.json'}"
+    )
 
 
 def _fmt(value: float | None, digits: int) -> str:

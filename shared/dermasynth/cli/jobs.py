@@ -99,8 +99,12 @@ def _report(record: JobRecord) -> None:
 def submit(
     kind: Annotated[JobKind, typer.Argument(help="synthesis, training, evaluation or experiment")],
     params: Annotated[str | None, typer.Option(help="parameters as a JSON object, or @file.json")] = None,
-    assign: Annotated[list[str] | None, typer.Option("--set", help="override one parameter: dotted.key=value "
-                                                     "(value parsed as JSON when it can be); repeatable")] = None,
+    assign: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="override one parameter: dotted.key=value (value parsed as JSON when it can be); repeatable"
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it finishes")] = False,
     url: GatewayOption = None,
     key: KeyOption = None,
@@ -120,8 +124,12 @@ def submit(
 
 
 @app.command("status")
-def status(job_id: str, follow: Annotated[bool, typer.Option("--watch", help="follow until final")] = False,
-           url: GatewayOption = None, key: KeyOption = None) -> None:
+def status(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--watch", help="follow until final")] = False,
+    url: GatewayOption = None,
+    key: KeyOption = None,
+) -> None:
     """A job's state, progress, error and results (JSON); ``--watch`` follows it with a progress bar."""
     with gateway(url, key) as client:
         record = watch(client, job_id) if follow else client.job(job_id)
@@ -144,8 +152,14 @@ def list_(
     for column in ("kind", "state", "progress", "created", "error"):
         table.add_column(column)
     for record in page.jobs:
-        table.add_row(record.id, record.kind.value, record.state.value, describe(record).partition(" | ")[2],
-                      record.created_at.isoformat(timespec="seconds"), (record.error or "")[:60])
+        table.add_row(
+            record.id,
+            record.kind.value,
+            record.state.value,
+            describe(record).partition(" | ")[2],
+            record.created_at.isoformat(timespec="seconds"),
+            (record.error or "")[:60],
+        )
     Console().print(table)
 
 
@@ -158,8 +172,12 @@ def cancel(job_id: str, url: GatewayOption = None, key: KeyOption = None) -> Non
 
 
 @app.command("logs")
-def logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-         url: GatewayOption = None, key: KeyOption = None) -> None:
+def logs(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    url: GatewayOption = None,
+    key: KeyOption = None,
+) -> None:
     """A job's log lines (stdout)."""
     with gateway(url, key) as client:
         since = 0
@@ -183,9 +201,13 @@ def artefacts(job_id: str, url: GatewayOption = None, key: KeyOption = None) -> 
 
 
 @app.command("download")
-def download(job_id: str, path: Annotated[str, typer.Argument(help="as listed by `jobs artefacts`")],
-             out: Annotated[Path | None, typer.Option(help="file to write (default: the artefact's name)")] = None,
-             url: GatewayOption = None, key: KeyOption = None) -> None:
+def download(
+    job_id: str,
+    path: Annotated[str, typer.Argument(help="as listed by `jobs artefacts`")],
+    out: Annotated[Path | None, typer.Option(help="file to write (default: the artefact's name)")] = None,
+    url: GatewayOption = None,
+    key: KeyOption = None,
+) -> None:
     """Download one output file of a job."""
     target = out or Path(Path(path).name)
     with gateway(url, key) as client:

@@ -18,15 +18,20 @@ console = Console(stderr=True)
 
 def _store() -> RedisApiKeyStore:
     settings = get_settings()
-    return RedisApiKeyStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5),
-                            settings.api_key_pepper.get_secret_value(), settings.job_key_prefix)
+    return RedisApiKeyStore(
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5),
+        settings.api_key_pepper.get_secret_value(),
+        settings.job_key_prefix,
+    )
 
 
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="who or what the key is for")],
-    scope: Annotated[list[Scope], typer.Option(help="engineer (datasets, jobs, models) and/or clinician "
-                                               "(predictions); repeat for both")],
+    scope: Annotated[
+        list[Scope],
+        typer.Option(help="engineer (datasets, jobs, models) and/or clinician (predictions); repeat for both"),
+    ],
 ) -> None:
     """Issue a key. Its token is printed once (stdout) and never stored; keep it secret."""
     try:
@@ -34,8 +39,10 @@ def create(
     except (ValueError, redis.RedisError) as exc:
         console.print(f"[red]cannot create the key:[/red] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"key {issued.key.id} ({', '.join(issued.key.scopes)}) for {issued.key.name!r}; the token "
-                  "below is shown only now")
+    console.print(
+        f"key {issued.key.id} ({', '.join(issued.key.scopes)}) for {issued.key.name!r}; the token "
+        "below is shown only now"
+    )
     typer.echo(issued.token)
 
 
@@ -62,6 +69,11 @@ def list_(show_revoked: Annotated[bool, typer.Option("--all", help="include revo
     for column in ("id", "name", "scopes", "created", "revoked"):
         table.add_column(column)
     for key in keys:
-        table.add_row(key.id, key.name, ", ".join(key.scopes), key.created_at.isoformat(timespec="seconds"),
-                      key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "")
+        table.add_row(
+            key.id,
+            key.name,
+            ", ".join(key.scopes),
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
     Console().print(table)

@@ -17,15 +17,16 @@ from rich.table import Table
 
 from dermasynth.config import get_settings
 from dermasynth.data.manifest import Manifest, ManifestError
-from dermasynth.schemas import LiveModel, ModelLineage
 from dermasynth.serving.export import ExportError
 from dermasynth.serving.inference_client import InferenceUnavailable, TritonClient
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import Deployer, DeploymentError, ModelRegistry, UnknownModel
+from dermasynth.serving.schemas import LiveModel, ModelLineage
 from dermasynth.storage import FilesystemStore, ObjectNotFound, open_store
 
-app = typer.Typer(help="Export trained runs for serving; list, deploy and roll back model versions.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Export trained runs for serving; list, deploy and roll back model versions.", no_args_is_help=True
+)
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -64,8 +65,9 @@ def export(
     name: NameOption = "classifier",
     which: Annotated[str, typer.Option(help="best or latest checkpoint")] = "best",
     min_probability: Annotated[float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability")] = 0.5,
-    ood_quantile: Annotated[float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD "
-                                                "threshold")] = 0.95,
+    ood_quantile: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold")
+    ] = 0.95,
 ) -> None:
     """Export a trained run (TorchScript + contract, parity-checked) as a new version; deploy it separately."""
     from dermasynth.classifier.checkpoint import load_trained
@@ -79,20 +81,25 @@ def export(
         trained = load_trained(FilesystemStore(run), checkpoint)
     except (ManifestError, FileNotFoundError, ObjectNotFound, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    console.print(f"exporting {trained.config.model} ({len(trained.classes)} classes, "
-                  f"{trained.preprocessing.image_size} px) from {run}")
+    console.print(
+        f"exporting {trained.config.model} ({len(trained.classes)} classes, "
+        f"{trained.preprocessing.image_size} px) from {run}"
+    )
     try:
         exported = export_trained(trained, manifest, min_probability=min_probability, ood_quantile=ood_quantile)
     except (ExportError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     metrics = {k: float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
-    info = _registry().register(name, exported, ModelLineage(run=str(run.resolve()), dataset=str(data.resolve()),
-                                                              metrics=metrics))
+    info = _registry().register(
+        name, exported, ModelLineage(run=str(run.resolve()), dataset=str(data.resolve()), metrics=metrics)
+    )
     parity = exported.contract.parity
-    console.print(f"{name} version {info.version}: parity max |dp| {parity.max_abs_probability_diff:.1e} on "
-                  f"{parity.images} images; OOD threshold {info.ood_threshold:.1f}; not live until "
-                  f"`dermasynth models deploy {name} {info.version}`")
+    console.print(
+        f"{name} version {info.version}: parity max |dp| {parity.max_abs_probability_diff:.1e} on "
+        f"{parity.images} images; OOD threshold {info.ood_threshold:.1f}; not live until "
+        f"`dermasynth models deploy {name} {info.version}`"
+    )
     typer.echo(info.version)
 
 
@@ -105,8 +112,17 @@ def list_(name: Annotated[str | None, typer.Argument(help="one model; all when l
         for v in registry.versions(model):
             shown = [(k, val) for k, val in sorted(v.lineage.metrics.items()) if "accuracy" in k or "f1" in k]
             metrics = ", ".join(f"{k}={val:.3f}" for k, val in shown)
-            table.add_row(model, str(v.version), "yes" if v.live else "", v.created_at.strftime("%Y-%m-%d %H:%M"),
-                          v.architecture, str(v.image_size), v.lineage.run or "", v.lineage.dataset or "", metrics)
+            table.add_row(
+                model,
+                str(v.version),
+                "yes" if v.live else "",
+                v.created_at.strftime("%Y-%m-%d %H:%M"),
+                v.architecture,
+                str(v.image_size),
+                v.lineage.run or "",
+                v.lineage.dataset or "",
+                metrics,
+            )
     Console().print(table)
 
 
@@ -122,9 +138,12 @@ def deploy(
 ) -> None:
     """Make a version live on Triton; the previous one serves until the new one is ready."""
     current = _registry().serving_options(name)
-    changes: dict[str, object] = {"max_queue_delay_us": queue_delay_us, "instance_count": instances,
-                                  "intra_op_threads": threads,
-                                  "instance_kind": None if gpu is None else ("gpu" if gpu else "cpu")}
+    changes: dict[str, object] = {
+        "max_queue_delay_us": queue_delay_us,
+        "instance_count": instances,
+        "intra_op_threads": threads,
+        "instance_kind": None if gpu is None else ("gpu" if gpu else "cpu"),
+    }
     if max_batch_size is not None:
         changes["max_batch_size"] = max_batch_size
         changes["preferred_batch_sizes"] = tuple(s for s in current.preferred_batch_sizes if s <= max_batch_size)

@@ -22,8 +22,10 @@ def gateway(url: str | None, key: str | None) -> Iterator[GatewayClient]:
     settings = get_settings()
     token = key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not token:
-        console.print("[red]no API key:[/red] pass --key or set DERMASYNTH_API_KEY (an operator issues one with "
-                      "`dermasynth keys create`)")
+        console.print(
+            "[red]no API key:[/red] pass --key or set DERMASYNTH_API_KEY (an operator issues one with "
+            "`dermasynth keys create`)"
+        )
         raise typer.Exit(2)
     client = GatewayClient(url or settings.gateway_url, token)
     try:

@@ -11,13 +11,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from tqdm import tqdm
 
-from dermasynth.checkpoints import load_state
 from dermasynth.classifier.checkpoint import LATEST
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.data.manifest import Manifest, ManifestError
 from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
+from dermasynth.storage.state_dicts import load_state
 
 console = Console(stderr=True)
 
@@ -42,8 +42,12 @@ class ProgressBar:
         if progress.step is None or progress.total_steps is None:
             return
         if self.bar is None:
-            self.bar = tqdm(total=progress.total_epochs * progress.total_steps, unit="step", desc="training",
-                            initial=(progress.epoch - 1) * progress.total_steps + progress.step - 1)
+            self.bar = tqdm(
+                total=progress.total_epochs * progress.total_steps,
+                unit="step",
+                desc="training",
+                initial=(progress.epoch - 1) * progress.total_steps + progress.step - 1,
+            )
         self.bar.n = (progress.epoch - 1) * progress.total_steps + progress.step
         self.bar.set_description(f"epoch {progress.epoch}/{progress.total_epochs}")
         if progress.loss is not None:
@@ -76,20 +80,30 @@ def _describe(error: ValidationError) -> str:
 def train(
     data: Annotated[Path, typer.Option("--data", help="dataset folder holding manifest.csv")],
     out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, best.pth, result.json")],
-    model: Annotated[str, typer.Option(help="torchvision model: vgg16, vgg16_bn, resnet18, resnet50, "
-                                            "efficientnet_b0, densenet121, ...")] = "resnet18",
+    model: Annotated[
+        str,
+        typer.Option(help="torchvision model: vgg16, vgg16_bn, resnet18, resnet50, efficientnet_b0, densenet121, ..."),
+    ] = "resnet18",
     image_size: Annotated[int, typer.Option(help="square input side in pixels")] = 64,
     epochs: Annotated[int, typer.Option()] = 10,
     batch_size: Annotated[int, typer.Option()] = 32,
-    sampler: Annotated[bool, typer.Option("--sampler/--no-sampler",
-                                          help="class-balanced WeightedRandomSampler (default) or plain shuffling")
-                       ] = True,
-    balance: Annotated[str | None, typer.Option(help="sampler, loss (class-weighted loss) or none; "
-                                                     "overrides --sampler/--no-sampler")] = None,
+    sampler: Annotated[
+        bool,
+        typer.Option(
+            "--sampler/--no-sampler", help="class-balanced WeightedRandomSampler (default) or plain shuffling"
+        ),
+    ] = True,
+    balance: Annotated[
+        str | None, typer.Option(help="sampler, loss (class-weighted loss) or none; overrides --sampler/--no-sampler")
+    ] = None,
     amp: Annotated[bool, typer.Option(help="mixed precision: bf16 on CPU, fp16 with GradScaler on CUDA")] = False,
     amp_dtype: Annotated[str | None, typer.Option(help="bf16 or fp16 (with --amp)")] = None,
-    weights: Annotated[str | None, typer.Option(help="local state_dict file of the pretrained model, or a "
-                                                     "torchvision weights name (needs network)")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="local state_dict file of the pretrained model, or a torchvision weights name (needs network)"
+        ),
+    ] = None,
     freeze_epochs: Annotated[int, typer.Option(help="epochs that train only the head (with --weights)")] = 0,
     lr: Annotated[float, typer.Option()] = 1e-3,
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd")] = "adam",
@@ -97,11 +111,11 @@ def train(
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     label_smoothing: Annotated[float, typer.Option()] = 0.0,
     grad_clip: Annotated[float | None, typer.Option(help="max gradient norm")] = None,
-    patience: Annotated[int | None, typer.Option(help="early stop after N epochs without a better val "
-                                                      "balanced accuracy")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="early stop after N epochs without a better val balanced accuracy")
+    ] = None,
     channels_last: Annotated[bool, typer.Option()] = False,
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="train without random flips, crops, jitter")
-                          ] = False,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="train without random flips, crops, jitter")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     max_steps_per_epoch: Annotated[int | None, typer.Option(help="cut epochs short (smoke runs)")] = None,
     num_workers: Annotated[int, typer.Option(help="data-loading processes")] = 2,
@@ -124,15 +138,32 @@ def train(
             chosen = balance or ("sampler" if sampler else "none")
             if balance == "sampler" and not sampler:
                 raise typer.BadParameter("--balance sampler contradicts --no-sampler")
-            config = TrainConfig.model_validate({
-                "model": model, "image_size": image_size, "epochs": epochs, "batch_size": batch_size,
-                "balance": chosen, "amp": amp, "amp_dtype": amp_dtype, "weights": weights,
-                "freeze_epochs": freeze_epochs, "lr": lr, "optimizer": optimizer, "schedule": schedule,
-                "weight_decay": weight_decay, "label_smoothing": label_smoothing, "grad_clip": grad_clip,
-                "patience": patience, "channels_last": channels_last, "seed": seed,
-                "max_steps_per_epoch": max_steps_per_epoch, "num_workers": num_workers,
-                "device": device, "augment": {"enabled": not no_augment},
-            })
+            config = TrainConfig.model_validate(
+                {
+                    "model": model,
+                    "image_size": image_size,
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "balance": chosen,
+                    "amp": amp,
+                    "amp_dtype": amp_dtype,
+                    "weights": weights,
+                    "freeze_epochs": freeze_epochs,
+                    "lr": lr,
+                    "optimizer": optimizer,
+                    "schedule": schedule,
+                    "weight_decay": weight_decay,
+                    "label_smoothing": label_smoothing,
+                    "grad_clip": grad_clip,
+                    "patience": patience,
+                    "channels_last": channels_last,
+                    "seed": seed,
+                    "max_steps_per_epoch": max_steps_per_epoch,
+                    "num_workers": num_workers,
+                    "device": device,
+                    "augment": {"enabled": not no_augment},
+                }
+            )
     except ValidationError as exc:
         console.print(f"[red]invalid training options:[/red] {_describe(exc)}")
         raise typer.Exit(2) from exc
@@ -153,9 +184,10 @@ def train(
         console.print(f"interrupted; the last finished epoch is kept: continue with --resume --out {out}")
         raise typer.Exit(130) from None
     bar.close()
-    console.print(f"best epoch {result.best_epoch}/{result.epochs_run}: val balanced accuracy "
-                  f"{result.best_val_balanced_accuracy:.4f}{' (stopped early)' if result.stopped_early else ''}; "
-                  f"run in {out}")
+    console.print(
+        f"best epoch {result.best_epoch}/{result.epochs_run}: val balanced accuracy "
+        f"{result.best_val_balanced_accuracy:.4f}{' (stopped early)' if result.stopped_early else ''}; "
+        f"run in {out}"
+    )
     if json_output:
         typer.echo(result.model_dump_json())
-

@@ -41,12 +41,16 @@ class ArchiveLimits:
 def _member_path(info: zipfile.ZipInfo) -> PurePosixPath:
     name = info.filename
     if "\x00" in name or "\\" in name:
-        raise ArchiveRejected("unsafe_path", f"member {name!r}: backslashes and NUL characters are not accepted "
-                              "in archive paths; use '/'")
+        raise ArchiveRejected(
+            "unsafe_path", f"member {name!r}: backslashes and NUL characters are not accepted in archive paths; use '/'"
+        )
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0].endswith(":")):
-        raise ArchiveRejected("unsafe_path", f"member {name!r} points outside the archive (absolute path, drive "
-                              "letter or '..'); paths must be relative and stay inside it")
+        raise ArchiveRejected(
+            "unsafe_path",
+            f"member {name!r} points outside the archive (absolute path, drive "
+            "letter or '..'); paths must be relative and stay inside it",
+        )
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise ArchiveRejected("unsafe_path", f"member {name!r} is a symbolic link; links are not accepted")
@@ -72,16 +76,23 @@ def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple
             raise ArchiveRejected("duplicate_member", f"member {info.filename!r} appears twice in the archive")
         seen.add(path.as_posix().lower())
         if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise ArchiveRejected("zip_bomb", f"member {info.filename!r} expands {info.compress_size} bytes to "
-                                  f"{info.file_size} (ratio above {limits.max_ratio}): refused as a zip bomb")
+            raise ArchiveRejected(
+                "zip_bomb",
+                f"member {info.filename!r} expands {info.compress_size} bytes to "
+                f"{info.file_size} (ratio above {limits.max_ratio}): refused as a zip bomb",
+            )
         declared += info.file_size
         members.append((info, path))
         if len(members) > limits.max_files:
-            raise ArchiveRejected("too_many_files", f"the archive holds more than {limits.max_files} files "
-                                  "(DERMASYNTH_MAX_UPLOAD_FILES)")
+            raise ArchiveRejected(
+                "too_many_files", f"the archive holds more than {limits.max_files} files (DERMASYNTH_MAX_UPLOAD_FILES)"
+            )
     if declared > limits.max_expanded_bytes:
-        raise ArchiveRejected("zip_bomb", f"the archive expands to {declared} bytes, more than the "
-                              f"{limits.max_expanded_bytes} accepted (DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)")
+        raise ArchiveRejected(
+            "zip_bomb",
+            f"the archive expands to {declared} bytes, more than the "
+            f"{limits.max_expanded_bytes} accepted (DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)",
+        )
     if not members:
         raise ArchiveRejected("empty_archive", "the archive holds no files")
     return members
@@ -101,8 +112,9 @@ def extract_archive(source: Path | IO[bytes], dest: Path, limits: ArchiveLimits)
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ArchiveRejected("not_a_zip", f"the upload is not a readable zip archive ({exc}); upload a .zip of "
-                              "the dataset folder") from exc
+        raise ArchiveRejected(
+            "not_a_zip", f"the upload is not a readable zip archive ({exc}); upload a .zip of the dataset folder"
+        ) from exc
     with archive:
         members = check_archive(archive, limits)
         written = 0
@@ -118,11 +130,20 @@ def extract_archive(source: Path | IO[bytes], dest: Path, limits: ArchiveLimits)
                         member_bytes += len(chunk)
                         written += len(chunk)
                         if member_bytes > info.file_size or written > limits.max_expanded_bytes:
-                            raise ArchiveRejected("zip_bomb", f"member {info.filename!r} expands beyond its "
-                                                  "declared size or the upload limit: refused as a zip bomb")
+                            raise ArchiveRejected(
+                                "zip_bomb",
+                                f"member {info.filename!r} expands beyond its "
+                                "declared size or the upload limit: refused as a zip bomb",
+                            )
                         out.write(chunk)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError,
-                    ValueError) as exc:
+            except (
+                zipfile.BadZipFile,
+                zipfile.LargeZipFile,
+                NotImplementedError,
+                EOFError,
+                OSError,
+                ValueError,
+            ) as exc:
                 if isinstance(exc, ArchiveRejected):
                     raise
                 raise ArchiveRejected("corrupt_member", f"member {info.filename!r} cannot be extracted: {exc}") from exc

@@ -85,8 +85,10 @@ def class_counts(total: int, min_per_class: int = MIN_PER_CLASS) -> dict[str, in
     """
     classes = HAM10000_CLASSES
     if total < min_per_class * len(classes):
-        raise ValueError(f"count {total} is too small: at least {min_per_class * len(classes)} images are "
-                         f"needed for {min_per_class} per class")
+        raise ValueError(
+            f"count {total} is too small: at least {min_per_class * len(classes)} images are "
+            f"needed for {min_per_class} per class"
+        )
     grand = sum(HAM10000_COUNTS.values())
     exact = {c: total * HAM10000_COUNTS[c] / grand for c in classes}
     counts = {c: int(exact[c]) for c in classes}
@@ -169,8 +171,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
     return np.asarray(big, dtype=np.float32) / 127.5 - 1
 
 
-def _blobs(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, centres: np.ndarray,
-           sigma: float) -> np.ndarray:
+def _blobs(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
     """Sum of Gaussian spots of width ``sigma`` at ``centres`` ((n, 2) array of x, y), clipped to 1."""
     out = np.zeros_like(xx)
     for x, y in centres:
@@ -178,8 +179,9 @@ def _blobs(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, centres: np
     return np.clip(out, 0, 1)
 
 
-def _points_inside(rng: np.random.Generator, n: int, cx: float, cy: float, radius: float,
-                   lo: float = 0.0, hi: float = 0.85) -> np.ndarray:
+def _points_inside(
+    rng: np.random.Generator, n: int, cx: float, cy: float, radius: float, lo: float = 0.0, hi: float = 0.85
+) -> np.ndarray:
     angle = rng.uniform(0, 2 * math.pi, n)
     dist = radius * np.sqrt(rng.uniform(lo**2, hi**2, n))
     return np.stack([cx + dist * np.cos(angle), cy + dist * np.sin(angle)], axis=1)
@@ -224,8 +226,15 @@ def _paint_bcc(lesion: np.ndarray, rng: np.random.Generator, g: _Geometry) -> No
     _mix(lesion, 0.9 * vessels, (0.75, 0.08, 0.12))
 
 
-def _branch(draw: ImageDraw.ImageDraw, rng: np.random.Generator, start: tuple[float, float], angle: float,
-            length: float, depth: int, h: int) -> None:
+def _branch(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    start: tuple[float, float],
+    angle: float,
+    length: float,
+    depth: int,
+    h: int,
+) -> None:
     end = (start[0] + length * math.cos(angle), start[1] + length * math.sin(angle))
     draw.line([start, end], fill=255, width=max(1, round(h / 80)))
     if depth > 0:
@@ -250,13 +259,21 @@ def _paint_df(lesion: np.ndarray, rng: np.random.Generator, g: _Geometry) -> Non
 def _paint_vasc(lesion: np.ndarray, rng: np.random.Generator, g: _Geometry) -> None:
     _mix(lesion, np.full_like(g.xx, 0.5), (0.92, 0.70, 0.72))  # pale septa everywhere ...
     lagoons = _points_inside(rng, int(rng.integers(4, 9)), g.cx, g.cy, g.radius, 0.0, 0.8)
-    _mix(lesion, _blobs(rng, g.xx, g.yy, lagoons, g.radius * rng.uniform(0.14, 0.2)) ** 0.5,  # ... red lagoons
-         (0.50, 0.05, 0.22) if rng.uniform() < 0.5 else (0.35, 0.10, 0.35))
+    _mix(
+        lesion,
+        _blobs(rng, g.xx, g.yy, lagoons, g.radius * rng.uniform(0.14, 0.2)) ** 0.5,  # ... red lagoons
+        (0.50, 0.05, 0.22) if rng.uniform() < 0.5 else (0.35, 0.10, 0.35),
+    )
 
 
 _PAINTERS: dict[str, Callable[[np.ndarray, np.random.Generator, _Geometry], None]] = {
-    "akiec": _paint_akiec, "bcc": _paint_bcc, "bkl": _paint_bkl, "df": _paint_df,
-    "mel": _paint_mel, "nv": _paint_nv, "vasc": _paint_vasc,
+    "akiec": _paint_akiec,
+    "bcc": _paint_bcc,
+    "bkl": _paint_bkl,
+    "df": _paint_df,
+    "mel": _paint_mel,
+    "nv": _paint_nv,
+    "vasc": _paint_vasc,
 }
 
 
@@ -319,10 +336,20 @@ def make_demo_dataset(
                 if on_image:
                     on_image()
     splits = assign_splits([r[1] for r in rows], [r[2] for r in rows], fractions, seed)
-    manifest = Manifest([
-        Record(image=name, label=label, lesion_id=lesion, split=split,  # type: ignore[arg-type]
-               source="generated", sha256=sha, split_seed=seed)
-        for (name, label, lesion, sha), split in zip(rows, splits, strict=True)
-    ], out)
+    manifest = Manifest(
+        [
+            Record(
+                image=name,
+                label=label,
+                lesion_id=lesion,
+                split=split,  # type: ignore[arg-type]
+                source="generated",
+                sha256=sha,
+                split_seed=seed,
+            )
+            for (name, label, lesion, sha), split in zip(rows, splits, strict=True)
+        ],
+        out,
+    )
     manifest.write(out)
     return manifest

@@ -84,7 +84,9 @@ def list_source(src: Path, fmt: str = "auto") -> Listing:
         raise FormatError(f"{src} is not a folder; unpack the dataset first")
     chosen = detect_format(src) if fmt == "auto" else fmt
     readers: dict[str, Callable[[Path], Listing]] = {
-        "ham10000": _list_ham10000, "isic-csv": _list_isic, "imagefolder": _list_imagefolder,
+        "ham10000": _list_ham10000,
+        "isic-csv": _list_isic,
+        "imagefolder": _list_imagefolder,
         "manifest": _list_manifest,
     }
     if chosen not in readers:
@@ -126,23 +128,30 @@ def _by_stem(src: Path, skip: set[Path]) -> tuple[dict[str, Path], list[Path]]:
     return stems, others
 
 
-def _label_rows(listing: Listing, stems: dict[str, Path], others: list[Path],
-                rows: dict[str, tuple[str | None, str, str]]) -> Listing:
+def _label_rows(
+    listing: Listing, stems: dict[str, Path], others: list[Path], rows: dict[str, tuple[str | None, str, str]]
+) -> Listing:
     """Turn image-id -> (label or None if unmapped, raw label, lesion id) rows into candidates."""
     for image_id, path in sorted(stems.items()):
         row = rows.get(image_id)
         if row is None:
-            listing.candidates.append(Candidate(path, reject=RejectReason.NO_LABEL,
-                                                detail="no row for this image in the labels file"))
+            listing.candidates.append(
+                Candidate(path, reject=RejectReason.NO_LABEL, detail="no row for this image in the labels file")
+            )
         elif row[0] is None:
-            listing.candidates.append(Candidate(path, reject=RejectReason.UNKNOWN_LABEL,
-                                                detail=f"class {row[1]!r} has no DermaSynth class"))
+            listing.candidates.append(
+                Candidate(path, reject=RejectReason.UNKNOWN_LABEL, detail=f"class {row[1]!r} has no DermaSynth class")
+            )
         else:
             listing.candidates.append(Candidate(path, label=row[0], lesion_id=row[2]))
     for path in others:
-        listing.candidates.append(Candidate(path, reject=RejectReason.NOT_AN_IMAGE,
-                                            detail=f"suffix {path.suffix or '(none)'} is not an image suffix "
-                                                   f"({', '.join(sorted(IMAGE_SUFFIXES))})"))
+        listing.candidates.append(
+            Candidate(
+                path,
+                reject=RejectReason.NOT_AN_IMAGE,
+                detail=f"suffix {path.suffix or '(none)'} is not an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})",
+            )
+        )
     listing.missing = sorted(set(rows) - set(stems))
     return listing
 
@@ -178,8 +187,10 @@ def _isic_ground_truth(src: Path) -> tuple[Path, list[str], list[dict[str, str]]
 def _list_isic(src: Path) -> Listing:
     found = _isic_ground_truth(src)
     if found is None:
-        raise FormatError(f"{src}: no ISIC ground-truth CSV found; expected a CSV with an 'image' column "
-                          f"and one-hot columns among {', '.join(ISIC_CLASS_MAP)}")
+        raise FormatError(
+            f"{src}: no ISIC ground-truth CSV found; expected a CSV with an 'image' column "
+            f"and one-hot columns among {', '.join(ISIC_CLASS_MAP)}"
+        )
     gt_path, classes, raw = found
     lesions: dict[str, str] = {}
     listing = Listing("isic-csv")
@@ -188,8 +199,10 @@ def _list_isic(src: Path) -> Listing:
         if path != gt_path and {"image", "lesion_id"} <= set(header):
             lesions.update({r["image"]: r["lesion_id"] for r in meta_rows if r.get("lesion_id")})
     if not lesions:
-        listing.warnings.append("no lesion ids found (no CSV with image and lesion_id columns): each image is "
-                                "treated as its own lesion, so images of one lesion may land in different splits")
+        listing.warnings.append(
+            "no lesion ids found (no CSV with image and lesion_id columns): each image is "
+            "treated as its own lesion, so images of one lesion may land in different splits"
+        )
     rows: dict[str, tuple[str | None, str, str]] = {}
     for r in raw:
         hot = [c for c in classes if float(r.get(c) or 0) >= 0.5]
@@ -204,8 +217,13 @@ def _list_imagefolder(src: Path) -> Listing:
     for path in _files_below(src):
         relative = path.relative_to(src)
         if len(relative.parts) < 2:
-            listing.candidates.append(Candidate(path, reject=RejectReason.OUTSIDE_CLASS_FOLDER,
-                                                detail="files must sit in a subfolder named after their class"))
+            listing.candidates.append(
+                Candidate(
+                    path,
+                    reject=RejectReason.OUTSIDE_CLASS_FOLDER,
+                    detail="files must sit in a subfolder named after their class",
+                )
+            )
             continue
         try:
             label = normalize_label(relative.parts[0])
@@ -226,6 +244,7 @@ def _list_manifest(src: Path) -> Listing:
         if not path.is_file():
             listing.missing.append(record.image)
             continue
-        listing.candidates.append(Candidate(path, label=record.label, lesion_id=record.lesion_id,
-                                            split=record.split, origin=record))
+        listing.candidates.append(
+            Candidate(path, label=record.label, lesion_id=record.lesion_id, split=record.split, origin=record)
+        )
     return listing

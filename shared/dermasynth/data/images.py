@@ -88,31 +88,47 @@ def _decode(data: bytes, max_pixels: int, rgb: bool) -> tuple[ImageCheck, Image.
                 width, height = img.size
                 fmt = img.format or ""
                 if width * height > max_pixels:
-                    return ImageCheck(RejectReason.TOO_LARGE, f"{width}x{height} pixels exceeds the limit of "
-                                      f"{max_pixels} pixels", width, height, fmt), None
+                    return ImageCheck(
+                        RejectReason.TOO_LARGE,
+                        f"{width}x{height} pixels exceeds the limit of {max_pixels} pixels",
+                        width,
+                        height,
+                        fmt,
+                    ), None
                 mode = img.mode
                 img.load()
                 image = img.convert("RGB") if rgb and mode in ACCEPTED_MODES else None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return ImageCheck(RejectReason.TOO_LARGE, f"decompression-bomb guard: {exc}"), None
     except UnidentifiedImageError:
-        return ImageCheck(RejectReason.NOT_AN_IMAGE, f"not a decodable image; accepted: {ACCEPTED_DESCRIPTION}"), \
-            None
+        return ImageCheck(RejectReason.NOT_AN_IMAGE, f"not a decodable image; accepted: {ACCEPTED_DESCRIPTION}"), None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
         reason = RejectReason.TRUNCATED if "truncated" in str(exc).lower() else RejectReason.UNREADABLE
         return ImageCheck(reason, f"decoding failed: {exc}"), None
     if mode == "CMYK":
-        return ImageCheck(RejectReason.CMYK, f"CMYK colour is not accepted; {ACCEPTED_DESCRIPTION}",
-                          width, height, fmt), None
+        return ImageCheck(
+            RejectReason.CMYK, f"CMYK colour is not accepted; {ACCEPTED_DESCRIPTION}", width, height, fmt
+        ), None
     if mode in GRAYSCALE_MODES:
-        return ImageCheck(RejectReason.GRAYSCALE, f"grayscale mode {mode!r} is not accepted; "
-                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt), None
+        return ImageCheck(
+            RejectReason.GRAYSCALE,
+            f"grayscale mode {mode!r} is not accepted; {ACCEPTED_DESCRIPTION}",
+            width,
+            height,
+            fmt,
+        ), None
     if mode not in ACCEPTED_MODES:
-        return ImageCheck(RejectReason.UNSUPPORTED_MODE, f"colour mode {mode!r} is not accepted; "
-                          f"{ACCEPTED_DESCRIPTION}", width, height, fmt), None
+        return ImageCheck(
+            RejectReason.UNSUPPORTED_MODE,
+            f"colour mode {mode!r} is not accepted; {ACCEPTED_DESCRIPTION}",
+            width,
+            height,
+            fmt,
+        ), None
     if min(width, height) < MIN_SIDE:
-        return ImageCheck(RejectReason.TOO_SMALL, f"{width}x{height} is smaller than {MIN_SIDE}x{MIN_SIDE}",
-                          width, height, fmt), None
+        return ImageCheck(
+            RejectReason.TOO_SMALL, f"{width}x{height} is smaller than {MIN_SIDE}x{MIN_SIDE}", width, height, fmt
+        ), None
     return ImageCheck(None, "", width, height, fmt), image
 
 
@@ -147,8 +163,8 @@ def _strip_jpeg(data: bytes) -> bytes:
         if marker == 0xDA:  # start of scan: the entropy-coded rest is copied as it is
             out += data[pos:]
             return bytes(out)
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        segment = data[pos:pos + 2 + length]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        segment = data[pos : pos + 2 + length]
         is_metadata = (0xE1 <= marker <= 0xEF and segment[4:9] != b"Adobe") or marker == 0xFE
         if not is_metadata:
             out += segment

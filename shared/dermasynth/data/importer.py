@@ -13,8 +13,8 @@ from pathlib import Path
 from dermasynth.data.formats import Candidate, list_source
 from dermasynth.data.images import RejectReason, inspect_image, strip_metadata
 from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
+from dermasynth.data.schemas import ImportReport, Rejection
 from dermasynth.data.splits import SplitFractions, assign_splits
-from dermasynth.schemas import ImportReport, Rejection
 
 REPORT_NAME = "import_report.json"
 
@@ -66,8 +66,9 @@ def import_dataset(
     listing = list_source(src, fmt)
 
     taken: set[str] = set()
-    targets = {id(c): _unique_name(f"images/{c.label}/{c.path.stem}", taken) for c in listing.candidates
-               if c.reject is None}
+    targets = {
+        id(c): _unique_name(f"images/{c.label}/{c.path.stem}", taken) for c in listing.candidates if c.reject is None
+    }
 
     def check(candidate: Candidate) -> _Checked:
         """Decode one file and, when accepted, store it; runs in a thread pool (PIL releases the GIL)."""
@@ -95,26 +96,43 @@ def import_dataset(
         checked = list(pool.map(check, listing.candidates))
 
     accepted = [item for item in checked if item.reject is None]
-    rejections = [Rejection(file=str(item.candidate.path.relative_to(src)), reason=item.reject, detail=item.detail)
-                  for item in checked if item.reject is not None]
+    rejections = [
+        Rejection(file=str(item.candidate.path.relative_to(src)), reason=item.reject, detail=item.detail)
+        for item in checked
+        if item.reject is not None
+    ]
     by_hash: dict[str, list[str]] = defaultdict(list)
     for item in accepted:
         by_hash[item.sha256].append(str(item.candidate.path.relative_to(src)))
 
     keep = listing.keeps_splits and not resplit
-    splits = ([item.candidate.split or "" for item in accepted] if keep else
-              assign_splits([item.candidate.label or "" for item in accepted],
-                            [item.candidate.lesion_id or "" for item in accepted], fractions, seed))
+    splits = (
+        [item.candidate.split or "" for item in accepted]
+        if keep
+        else assign_splits(
+            [item.candidate.label or "" for item in accepted],
+            [item.candidate.lesion_id or "" for item in accepted],
+            fractions,
+            seed,
+        )
+    )
     records = [_record(item, split, None if keep else seed) for item, split in zip(accepted, splits, strict=True)]
     manifest = Manifest(records, out)
     manifest.write(out)
 
     report = ImportReport(
-        source=str(src), format=listing.format, files_seen=len(checked), accepted=len(records),
-        rejected=len(rejections), rejected_by_reason=dict(Counter(r.reason.value for r in rejections)),
-        rejections=rejections, missing_files=listing.missing,
+        source=str(src),
+        format=listing.format,
+        files_seen=len(checked),
+        accepted=len(records),
+        rejected=len(rejections),
+        rejected_by_reason=dict(Counter(r.reason.value for r in rejections)),
+        rejections=rejections,
+        missing_files=listing.missing,
         duplicates=[sorted(files) for files in by_hash.values() if len(files) > 1],
-        warnings=listing.warnings, classes=manifest.class_counts(), splits=manifest.split_counts(),
+        warnings=listing.warnings,
+        classes=manifest.class_counts(),
+        splits=manifest.split_counts(),
         split_seed=None if keep else seed,
     )
     (out / REPORT_NAME).write_text(report.model_dump_json(indent=2), encoding="utf-8")
@@ -133,7 +151,19 @@ def _unique_name(stem: str, taken: set[str]) -> str:
 def _record(item: _Checked, split: str, seed: int | None) -> Record:
     c = item.candidate
     if c.origin is not None:
-        return replace(c.origin, image=item.stored, sha256=item.sha256, split=split,  # type: ignore[arg-type]
-                       split_seed=c.origin.split_seed if seed is None else seed)
-    return Record(image=item.stored, label=c.label or "", lesion_id=c.lesion_id or "",
-                  split=split, source="real", sha256=item.sha256, split_seed=seed)  # type: ignore[arg-type]
+        return replace(
+            c.origin,
+            image=item.stored,
+            sha256=item.sha256,
+            split=split,  # type: ignore[arg-type]
+            split_seed=c.origin.split_seed if seed is None else seed,
+        )
+    return Record(
+        image=item.stored,
+        label=c.label or "",
+        lesion_id=c.lesion_id or "",
+        split=split,  # type: ignore[arg-type]
+        source="real",
+        sha256=item.sha256,
+        split_seed=seed,
+    )

@@ -26,8 +26,7 @@ Source = Literal["real", "generated", "synthetic"]
 SPLITS: tuple[str, ...] = get_args(Split)
 SOURCES: tuple[str, ...] = get_args(Source)
 MANIFEST_NAME = "manifest.csv"
-COLUMNS = ("image", "label", "lesion_id", "split", "source", "sha256", "split_seed", "generator", "seed",
-           "truncation")
+COLUMNS = ("image", "label", "lesion_id", "split", "source", "sha256", "split_seed", "generator", "seed", "truncation")
 
 
 class ManifestError(ValueError):
@@ -58,9 +57,7 @@ class Record:
         if self.source not in SOURCES:
             raise ManifestError(f"{self.image}: source {self.source!r} is not one of {', '.join(SOURCES)}")
         if self.source == "synthetic" and self.split != "train":
-            raise ManifestError(
-                f"{self.image}: synthetic images may only be in the train split, not {self.split!r}"
-            )
+            raise ManifestError(f"{self.image}: synthetic images may only be in the train split, not {self.split!r}")
         if not self.lesion_id:
             raise ManifestError(f"{self.image}: lesion_id is empty")
         if len(self.sha256) != 64:
@@ -154,21 +151,26 @@ class Manifest:
         reader = csv.DictReader(io.StringIO(text))
         missing = {"image", "label", "lesion_id", "split", "source", "sha256"} - set(reader.fieldnames or [])
         if missing:
-            raise ManifestError(f"manifest lacks the column(s) {', '.join(sorted(missing))}; "
-                                f"expected {', '.join(COLUMNS)}")
+            raise ManifestError(
+                f"manifest lacks the column(s) {', '.join(sorted(missing))}; expected {', '.join(COLUMNS)}"
+            )
         records = []
         for line, row in enumerate(reader, start=2):
             try:
-                records.append(Record(
-                    image=row["image"], label=row["label"], lesion_id=row["lesion_id"],
-                    split=row["split"],  # type: ignore[arg-type]
-                    source=row["source"],  # type: ignore[arg-type]
-                    sha256=row["sha256"],
-                    split_seed=_opt(row.get("split_seed"), int),
-                    generator=row.get("generator") or None,
-                    seed=_opt(row.get("seed"), int),
-                    truncation=_opt(row.get("truncation"), float),
-                ))
+                records.append(
+                    Record(
+                        image=row["image"],
+                        label=row["label"],
+                        lesion_id=row["lesion_id"],
+                        split=row["split"],  # type: ignore[arg-type]
+                        source=row["source"],  # type: ignore[arg-type]
+                        sha256=row["sha256"],
+                        split_seed=_opt(row.get("split_seed"), int),
+                        generator=row.get("generator") or None,
+                        seed=_opt(row.get("seed"), int),
+                        truncation=_opt(row.get("truncation"), float),
+                    )
+                )
             except (ValueError, TypeError) as exc:
                 raise ManifestError(f"manifest line {line}: {exc}") from exc
         return cls(records, root)
@@ -178,8 +180,10 @@ class Manifest:
         """Read a manifest from a dataset folder or from the CSV file itself."""
         path = location / MANIFEST_NAME if location.is_dir() else location
         if not path.is_file():
-            raise ManifestError(f"no manifest at {path}: expected a DermaSynth dataset folder "
-                                f"holding {MANIFEST_NAME} (make one with `dermasynth data import`)")
+            raise ManifestError(
+                f"no manifest at {path}: expected a DermaSynth dataset folder "
+                f"holding {MANIFEST_NAME} (make one with `dermasynth data import`)"
+            )
         return cls.from_csv(path.read_text(encoding="utf-8"), path.parent)
 
 

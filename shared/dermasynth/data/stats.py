@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dermasynth.data.manifest import SPLITS, Manifest
-from dermasynth.schemas import DatasetStats
+from dermasynth.data.schemas import DatasetStats
 
 
 def dataset_stats(manifest: Manifest) -> DatasetStats:
@@ -36,8 +36,15 @@ def plot_class_distribution(manifest: Manifest, path: Path, title: str = "Images
             heights = [counts[c] for c in classes]
             if not any(heights):
                 continue
-            ax.bar(classes, heights, bottom=bottom, hatch=hatch, edgecolor="black", linewidth=0.4,
-                   label=f"{split} ({source})")
+            ax.bar(
+                classes,
+                heights,
+                bottom=bottom,
+                hatch=hatch,
+                edgecolor="black",
+                linewidth=0.4,
+                label=f"{split} ({source})",
+            )
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     for x, total in enumerate(bottom):
         ax.annotate(str(total), (x, total), ha="center", va="bottom", fontsize=8)

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from dermasynth.checkpoints import LATEST, load_state
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.networks import Discriminator, Generator
 from dermasynth.storage.base import ObjectNotFound, ObjectStore
+from dermasynth.storage.state_dicts import LATEST, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +61,25 @@ class GanResult(BaseModel):
 
 def build_generator(config: GanConfig, num_classes: int) -> Generator:
     """The generator a resolved config describes."""
-    return Generator(num_classes, config.image_size, z_dim=config.z_dim, w_dim=config.w_dim,
-                     mapping_layers=config.mapping_layers, channel_base=_width(config.channel_base),
-                     max_channels=_width(config.max_channels))
+    return Generator(
+        num_classes,
+        config.image_size,
+        z_dim=config.z_dim,
+        w_dim=config.w_dim,
+        mapping_layers=config.mapping_layers,
+        channel_base=_width(config.channel_base),
+        max_channels=_width(config.max_channels),
+    )
 
 
 def build_discriminator(config: GanConfig, num_classes: int) -> Discriminator:
     """The discriminator a resolved config describes."""
-    return Discriminator(num_classes, config.image_size, channel_base=_width(config.channel_base),
-                         max_channels=_width(config.max_channels))
+    return Discriminator(
+        num_classes,
+        config.image_size,
+        channel_base=_width(config.channel_base),
+        max_channels=_width(config.max_channels),
+    )
 
 
 def _width(value: int | None) -> int:
@@ -111,8 +121,13 @@ class TrainedGenerator:
 
 def generator_state(classes: list[str], config: GanConfig, state: dict[str, torch.Tensor], step: int) -> dict[str, Any]:
     """The dictionary saved as ``generator.pth`` and as snapshots."""
-    return {"generator_ema": state, "classes": classes, "options": config.model_dump(mode="json"), "step": step,
-            "generator_id": generator_id(state)}
+    return {
+        "generator_ema": state,
+        "classes": classes,
+        "options": config.model_dump(mode="json"),
+        "step": step,
+        "generator_id": generator_id(state),
+    }
 
 
 def load_generator(store: ObjectStore, device: str | torch.device | None = None) -> TrainedGenerator:
@@ -129,13 +144,16 @@ def load_generator(store: ObjectStore, device: str | torch.device | None = None)
         try:
             saved = load_state(store, LATEST)
         except ObjectNotFound:
-            raise FileNotFoundError(f"no {GENERATOR_KEY} or {LATEST} in the GAN store: train one first with "
-                                    "`dermasynth gan train`") from None
-        logger.warning("training has not finished; sampling the EMA generator of the checkpoint at step %d",
-                       saved["step"])
+            raise FileNotFoundError(
+                f"no {GENERATOR_KEY} or {LATEST} in the GAN store: train one first with `dermasynth gan train`"
+            ) from None
+        logger.warning(
+            "training has not finished; sampling the EMA generator of the checkpoint at step %d", saved["step"]
+        )
     config = GanConfig.model_validate(saved["options"]).model_copy(update={"device": str(target)})
     generator = build_generator(config, len(saved["classes"]))
     generator.load_state_dict(saved["generator_ema"])
     generator.to(target).eval().requires_grad_(False)
-    return TrainedGenerator(generator, list(saved["classes"]), config, generator_id(saved["generator_ema"]),
-                            int(saved["step"]))
+    return TrainedGenerator(
+        generator, list(saved["classes"]), config, generator_id(saved["generator_ema"]), int(saved["step"])
+    )

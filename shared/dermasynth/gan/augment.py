@@ -64,8 +64,9 @@ class DiffAugment(AugmentPipeline):
         cutout_ratio: side of the erased square, as a fraction of the image side.
     """
 
-    def __init__(self, policy: str = "color,translation,cutout", translation_ratio: float = 0.125,
-                 cutout_ratio: float = 0.5) -> None:
+    def __init__(
+        self, policy: str = "color,translation,cutout", translation_ratio: float = 0.125, cutout_ratio: float = 0.5
+    ) -> None:
         super().__init__()
         self.ops = [op.strip() for op in policy.split(",") if op.strip()]
         unknown = [op for op in self.ops if op not in DIFFAUGMENT_OPS]
@@ -140,8 +141,9 @@ class AdaptiveAugment(AugmentPipeline):
     sign_count: Tensor
     steps_seen: Tensor
 
-    def __init__(self, target: float = 0.6, interval: int = 4, speed_images: int = 100_000,
-                 initial_p: float = 0.0) -> None:
+    def __init__(
+        self, target: float = 0.6, interval: int = 4, speed_images: int = 100_000, initial_p: float = 0.0
+    ) -> None:
         super().__init__()
         if not 0 < target < 1:
             raise ValueError(f"ADA target must lie in (0, 1), got {target}")

@@ -37,7 +37,8 @@ class GanConfig(BaseModel):
 
     image_size: int = Field(default=64, description="16, 32 or 64 on CPU; 128 or 256 on GPU")
     crop: Literal["center", "none"] = Field(
-        default="center", description="how real images become squares: central square or squashed whole image")
+        default="center", description="how real images become squares: central square or squashed whole image"
+    )
     steps: int = Field(default=10_000, ge=1, description="generator updates (each with one discriminator update)")
     batch_size: int = Field(default=32, ge=2, le=1024)
     lr_g: float = Field(default=0.0025, gt=0, le=1)
@@ -50,19 +51,22 @@ class GanConfig(BaseModel):
     max_channels: int | None = Field(default=None, ge=4, le=1024, description="None: by device")
     loss: Literal["hinge", "nonsaturating"] = "nonsaturating"
     r1_gamma: float | None = Field(
-        default=None, ge=0, description="R1 weight; None: StyleGAN2-ADA's heuristic 0.0002 * size^2 / batch")
+        default=None, ge=0, description="R1 weight; None: StyleGAN2-ADA's heuristic 0.0002 * size^2 / batch"
+    )
     r1_interval: int = Field(default=4, ge=1, description="lazy R1: penalize every N discriminator steps")
     augment: Literal["diffaugment", "ada", "none"] = Field(
-        default="ada", description="ada: adaptive (off until the discriminator overfits); diffaugment: always on")
-    diffaugment_policy: str = Field(default="color,translation,cutout",
-                                    description=f"comma-separated subset of {', '.join(DIFFAUGMENT_OPS)}")
+        default="ada", description="ada: adaptive (off until the discriminator overfits); diffaugment: always on"
+    )
+    diffaugment_policy: str = Field(
+        default="color,translation,cutout", description=f"comma-separated subset of {', '.join(DIFFAUGMENT_OPS)}"
+    )
     ada_target: float = Field(default=0.6, gt=0, lt=1, description="ADA: target E[sign(D(real))]")
     ada_interval: int = Field(default=4, ge=1, description="ADA: adjust p every N steps")
-    ada_speed_images: int = Field(default=100_000, ge=1,
-                                  description="ADA: images over which p can move from 0 to 1")
+    ada_speed_images: int = Field(default=100_000, ge=1, description="ADA: images over which p can move from 0 to 1")
     mirror: bool = Field(default=True, description="random x/y flips of real images (dermoscopy has no up or down)")
     class_sampling: Literal["proportional", "sqrt", "balanced"] = Field(
-        default="sqrt", description="how often each class is drawn: by its image count, its square root, or equally")
+        default="sqrt", description="how often each class is drawn: by its image count, its square root, or equally"
+    )
     ema_beta: float = Field(default=0.999, ge=0, lt=1, description="EMA decay per step (warmed up over early steps)")
     snapshot_every: int = Field(default=1000, ge=1, description="steps between EMA-generator snapshots")
     checkpoint_every: int = Field(default=250, ge=1, description="steps between rolling checkpoint.pth saves")
@@ -87,8 +91,9 @@ class GanConfig(BaseModel):
         ops = [op.strip() for op in value.split(",") if op.strip()]
         unknown = [op for op in ops if op not in DIFFAUGMENT_OPS]
         if unknown:
-            raise ValueError(f"diffaugment_policy holds {unknown}; use a comma-separated subset of "
-                             f"{', '.join(DIFFAUGMENT_OPS)}")
+            raise ValueError(
+                f"diffaugment_policy holds {unknown}; use a comma-separated subset of {', '.join(DIFFAUGMENT_OPS)}"
+            )
         return ",".join(ops)
 
     @field_validator("classes")
@@ -117,8 +122,10 @@ class GanConfig(BaseModel):
     @model_validator(mode="after")
     def _batch_fits_minibatch_std(self) -> GanConfig:
         if self.batch_size % 2:
-            raise ValueError(f"batch_size {self.batch_size} must be even (the discriminator's minibatch "
-                             "statistics work on groups of 2 or 4)")
+            raise ValueError(
+                f"batch_size {self.batch_size} must be even (the discriminator's minibatch "
+                "statistics work on groups of 2 or 4)"
+            )
         return self
 
     def resolved(self) -> GanConfig:
@@ -135,12 +142,16 @@ class GanConfig(BaseModel):
         if device.type == "cpu" and self.image_size not in CPU_IMAGE_SIZES:
             logger.warning("image_size %d on CPU will be very slow; 32 or 64 px is the CPU range", self.image_size)
         base, top = _WIDTH[device.type]
-        return self.model_copy(update={
-            "device": str(device),
-            "channel_base": self.channel_base or base,
-            "max_channels": self.max_channels or top,
-            "r1_gamma": self.r1_gamma if self.r1_gamma is not None else 0.0002 * self.image_size**2 / self.batch_size,
-        })
+        return self.model_copy(
+            update={
+                "device": str(device),
+                "channel_base": self.channel_base or base,
+                "max_channels": self.max_channels or top,
+                "r1_gamma": self.r1_gamma
+                if self.r1_gamma is not None
+                else 0.0002 * self.image_size**2 / self.batch_size,
+            }
+        )
 
     def uses_amp(self) -> bool:
         """Whether this (resolved) config trains in mixed precision: asked for, and on CUDA."""

@@ -53,29 +53,44 @@ def classifier_feature_space(trained: TrainedModel, source: str) -> FeatureSpace
     def extract(images: Tensor) -> Tensor:
         x = images.float()
         if x.shape[-1] != pre.image_size or x.shape[-2] != pre.image_size:
-            x = F.interpolate(x, size=(pre.image_size, pre.image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(pre.image_size, pre.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return trained.features((x - mean) / std).cpu()
 
     with torch.no_grad():
         dim = int(extract(torch.zeros(1, 3, pre.image_size, pre.image_size)).shape[1])
     accuracy = trained.metrics.get("val_balanced_accuracy")
     quality = f", val balanced accuracy {accuracy:.3f}" if isinstance(accuracy, float) else ""
-    description = (f"penultimate layer ({dim}-d pooled features) of a {trained.config.model} classifier at "
-                   f"{pre.image_size} px trained on the real training images ({source}, epoch {trained.epoch}"
-                   f"{quality})")
+    description = (
+        f"penultimate layer ({dim}-d pooled features) of a {trained.config.model} classifier at "
+        f"{pre.image_size} px trained on the real training images ({source}, epoch {trained.epoch}"
+        f"{quality})"
+    )
     return FeatureSpace(extract, description)
 
 
 def default_feature_config(image_size: int) -> TrainConfig:
     """A small classifier for the feature space: ResNet-18 from scratch at the GAN's resolution."""
-    return TrainConfig(model="resnet18", image_size=max(image_size, 32), epochs=8, batch_size=64, lr=1e-3,
-                       balance="sampler", num_workers=0)
+    return TrainConfig(
+        model="resnet18",
+        image_size=max(image_size, 32),
+        epochs=8,
+        batch_size=64,
+        lr=1e-3,
+        balance="sampler",
+        num_workers=0,
+    )
 
 
-def feature_classifier(gan: ObjectStore, manifest: Manifest, image_size: int, config: TrainConfig | None = None,
-                       progress: ProgressCallback = ignore_progress,
-                       device: str | torch.device = "cpu") -> FeatureSpace:
+def feature_classifier(
+    gan: ObjectStore,
+    manifest: Manifest,
+    image_size: int,
+    config: TrainConfig | None = None,
+    progress: ProgressCallback = ignore_progress,
+    device: str | torch.device = "cpu",
+) -> FeatureSpace:
     """Train (once; cached under ``feature_classifier/`` in the GAN store) a classifier on the manifest's
     real images only, and return its feature space.
 

@@ -25,8 +25,14 @@ def grid_png(images: Tensor, columns: int | None = None) -> bytes:
     return png_bytes(make_grid(images, nrow=columns, padding=2, pad_value=255))
 
 
-def write_class_grids(store: ObjectStore, prefix: str, generator: Generator, classes: Sequence[str],
-                      seeds: Sequence[int], truncation: float = 1.0) -> list[str]:
+def write_class_grids(
+    store: ObjectStore,
+    prefix: str,
+    generator: Generator,
+    classes: Sequence[str],
+    seeds: Sequence[int],
+    truncation: float = 1.0,
+) -> list[str]:
     """Write ``{prefix}/{class}.png`` (one grid per class, the same latents for every class) and
     ``{prefix}/_all.png`` (one row per class, the first 8 latents), and return their keys."""
     keys: list[str] = []

@@ -49,9 +49,17 @@ class GanLoss:
             the R1 pass always runs in full precision.
     """
 
-    def __init__(self, generator: Generator, discriminator: Discriminator, augment: AugmentPipeline, *,
-                 kind: LossKind = "nonsaturating", r1_gamma: float = 0.0, r1_interval: int = 4,
-                 autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        discriminator: Discriminator,
+        augment: AugmentPipeline,
+        *,
+        kind: LossKind = "nonsaturating",
+        r1_gamma: float = 0.0,
+        r1_interval: int = 4,
+        autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
         if kind not in ("hinge", "nonsaturating"):
             raise ValueError(f"loss {kind!r} is not known; use 'hinge' or 'nonsaturating'")
         if r1_gamma < 0 or r1_interval < 1:
@@ -67,8 +75,9 @@ class GanLoss:
         """Whether the discriminator phase of ``step`` (0-based) includes the R1 penalty."""
         return self.r1_gamma > 0 and step % self.r1_interval == 0
 
-    def discriminator_phase(self, real: Tensor, labels: Tensor, z: Tensor, *, step: int,
-                            rng: torch.Generator | None = None) -> PhaseResult:
+    def discriminator_phase(
+        self, real: Tensor, labels: Tensor, z: Tensor, *, step: int, rng: torch.Generator | None = None
+    ) -> PhaseResult:
         """Loss of the discriminator on a real batch and a generated batch of the same labels.
 
         Args:
@@ -94,8 +103,11 @@ class GanLoss:
             loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
         else:
             loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-        stats = {"loss_d": float(loss.detach()), "real_logit": float(real_logits.detach().mean()),
-                 "fake_logit": float(fake_logits.detach().mean())}
+        stats = {
+            "loss_d": float(loss.detach()),
+            "real_logit": float(real_logits.detach().mean()),
+            "fake_logit": float(fake_logits.detach().mean()),
+        }
         if regularize:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             penalty = grad.square().sum(dim=[1, 2, 3]).mean()

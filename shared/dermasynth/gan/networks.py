@@ -43,8 +43,9 @@ def _check_size(image_size: int) -> int:
 
 def _check_labels(labels: Tensor, num_classes: int, batch: int) -> None:
     if labels.shape != (batch,) or labels.dtype != torch.long:
-        raise ValueError(f"labels must be an int64 tensor of shape ({batch},), got {tuple(labels.shape)} "
-                         f"{labels.dtype}")
+        raise ValueError(
+            f"labels must be an int64 tensor of shape ({batch},), got {tuple(labels.shape)} {labels.dtype}"
+        )
     if batch and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
 
@@ -56,8 +57,15 @@ def _normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
 class EqualizedLinear(nn.Module):
     """A linear layer whose weights are scaled at run time (equalized learning rate, Karras et al.)."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_multiplier: float = 1.0,
-                 activation: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias_init: float = 0.0,
+        lr_multiplier: float = 1.0,
+        activation: bool = False,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_multiplier))
@@ -79,8 +87,9 @@ class MappingNetwork(nn.Module):
         self.embed = nn.Embedding(num_classes, w_dim)
         nn.init.normal_(self.embed.weight)
         dims = [z_dim + w_dim] + [w_dim] * layers
-        self.net = nn.Sequential(*[EqualizedLinear(a, b, lr_multiplier=0.01, activation=True)
-                                   for a, b in itertools.pairwise(dims)])
+        self.net = nn.Sequential(
+            *[EqualizedLinear(a, b, lr_multiplier=0.01, activation=True) for a, b in itertools.pairwise(dims)]
+        )
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         x = torch.cat([_normalize_2nd_moment(z), _normalize_2nd_moment(self.embed(labels))], dim=1)
@@ -94,8 +103,17 @@ class ModulatedConv2d(nn.Module):
     which is a plain ``conv2d`` and fast on CPU as well as GPU.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, *, upsample: bool = False,
-                 demodulate: bool = True, activation: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        w_dim: int,
+        *,
+        upsample: bool = False,
+        demodulate: bool = True,
+        activation: bool = True,
+    ) -> None:
         super().__init__()
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
@@ -151,8 +169,17 @@ class Generator(nn.Module):
         channel_base, max_channels: width; see :func:`channels_at`.
     """
 
-    def __init__(self, num_classes: int, image_size: int, *, z_dim: int = 128, w_dim: int = 256,
-                 mapping_layers: int = 2, channel_base: int = 2048, max_channels: int = 128) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int,
+        *,
+        z_dim: int = 128,
+        w_dim: int = 256,
+        mapping_layers: int = 2,
+        channel_base: int = 2048,
+        max_channels: int = 128,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -254,8 +281,15 @@ class Discriminator(nn.Module):
         mbstd_group: group size of the minibatch standard deviation layer.
     """
 
-    def __init__(self, num_classes: int, image_size: int, *, channel_base: int = 2048, max_channels: int = 128,
-                 mbstd_group: int = 4) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int,
+        *,
+        channel_base: int = 2048,
+        max_channels: int = 128,
+        mbstd_group: int = 4,
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -275,8 +309,9 @@ class Discriminator(nn.Module):
     def forward(self, img: Tensor, labels: Tensor) -> Tensor:
         """Images (N, 3, S, S) and labels (N,) -> logits (N,)."""
         if img.ndim != 4 or img.shape[1:] != (3, self.image_size, self.image_size):
-            raise ValueError(f"images must have shape (N, 3, {self.image_size}, {self.image_size}), "
-                             f"got {tuple(img.shape)}")
+            raise ValueError(
+                f"images must have shape (N, 3, {self.image_size}, {self.image_size}), got {tuple(img.shape)}"
+            )
         _check_labels(labels, self.num_classes, img.shape[0])
         x = F.leaky_relu(self.from_rgb(img), 0.2)
         x = self.blocks(x)

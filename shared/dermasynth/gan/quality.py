@@ -122,8 +122,9 @@ def fid_kid(real: Tensor, fake: Tensor, *, seed: int = 0, subsets: int = 100) ->
         ValueError: if either set has fewer than 2 rows or their widths differ.
     """
     if real.shape[0] < 2 or fake.shape[0] < 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"need at least 2 feature rows of equal width per set, got {tuple(real.shape)} and "
-                         f"{tuple(fake.shape)}")
+        raise ValueError(
+            f"need at least 2 feature rows of equal width per set, got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
     dim = real.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(dim), reset_real_features=True)
     fid.update(real.double(), real=True)
@@ -147,8 +148,10 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
         ValueError: if either set has k or fewer rows.
     """
     if real.shape[0] <= k or fake.shape[0] <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} rows per set, got {real.shape[0]} real "
-                         f"and {fake.shape[0]} generated")
+        raise ValueError(
+            f"precision/recall with k={k} needs more than {k} rows per set, got {real.shape[0]} real "
+            f"and {fake.shape[0]} generated"
+        )
     real, fake = real.double(), fake.double()
 
     def radii(x: Tensor) -> Tensor:  # distance to the k-th nearest other point
@@ -222,7 +225,7 @@ class _ClassSets:
 
 
 def _features(extract: FeatureExtractor, images: Tensor, batch_size: int) -> Tensor:
-    parts = [extract(images[i:i + batch_size].float() / 255) for i in range(0, images.shape[0], batch_size)]
+    parts = [extract(images[i : i + batch_size].float() / 255) for i in range(0, images.shape[0], batch_size)]
     return torch.cat(parts).double().cpu()
 
 
@@ -279,24 +282,33 @@ def evaluate_gan(
     records, available = training_records(manifest)
     classes = [label for label in trained.classes if label in available]
     if not classes:
-        raise ValueError(f"the manifest's train split holds no real images of the GAN's classes "
-                         f"({', '.join(trained.classes)}); it holds {', '.join(available)}")
+        raise ValueError(
+            f"the manifest's train split holds no real images of the GAN's classes "
+            f"({', '.join(trained.classes)}); it holds {', '.join(available)}"
+        )
     skipped = sorted(set(trained.classes) - set(classes))
     if skipped:
         logger.warning("classes %s have no real training images in this manifest; they are not evaluated", skipped)
     records = [r for r in records if r.label in classes]
     real = load_real_images(manifest, records, classes, trained.config.image_size, trained.config.crop)
     if feature_extractor is None:
-        space = feature_classifier(gan, manifest, trained.config.image_size, feature_config, progress,
-                                   device=trained.device)
+        space = feature_classifier(
+            gan, manifest, trained.config.image_size, feature_config, progress, device=trained.device
+        )
     else:
         space = FeatureSpace(feature_extractor, feature_space or "")
     rng = torch.Generator().manual_seed(seed)
-    subsets = [rows[torch.randperm(rows.numel(), generator=rng)[:max_real_per_class]]
-               for rows in (torch.nonzero(real.labels == i).flatten() for i in range(len(classes)))]
+    subsets = [
+        rows[torch.randperm(rows.numel(), generator=rng)[:max_real_per_class]]
+        for rows in (torch.nonzero(real.labels == i).flatten() for i in range(len(classes)))
+    ]
     chosen = torch.cat(subsets)
-    threshold = near_copy_threshold(real.images[chosen], [real.records[i].lesion_id for i in chosen.tolist()],
-                                    real.labels[chosen], near_copy_quantile)
+    threshold = near_copy_threshold(
+        real.images[chosen],
+        [real.records[i].lesion_id for i in chosen.tolist()],
+        real.labels[chosen],
+        near_copy_quantile,
+    )
 
     results: dict[str, ClassQuality] = {}
     grids: list[str] = []
@@ -304,23 +316,54 @@ def evaluate_gan(
         rows, shown = (real.labels == index).nonzero().flatten(), subsets[index]
         count = samples_per_class or max(int(shown.numel()), 2)
         seeds = evaluation_seeds(seed, label, count)
-        fake = torch.cat(list(generate(trained.generator, [trained.class_index(label)] * count, seeds,
-                                       truncation=truncation, batch_size=batch_size)))
-        sets = _ClassSets(real.images[rows], [real.records[i].image for i in rows.tolist()],
-                          [real.records[i].lesion_id for i in rows.tolist()], fake, seeds)
-        results[label], class_grids = _evaluate_class(gan, label, sets, real.images[shown], space, k,
-                                                      (threshold, near_copy_ratio), seed, batch_size)
+        fake = torch.cat(
+            list(
+                generate(
+                    trained.generator,
+                    [trained.class_index(label)] * count,
+                    seeds,
+                    truncation=truncation,
+                    batch_size=batch_size,
+                )
+            )
+        )
+        sets = _ClassSets(
+            real.images[rows],
+            [real.records[i].image for i in rows.tolist()],
+            [real.records[i].lesion_id for i in rows.tolist()],
+            fake,
+            seeds,
+        )
+        results[label], class_grids = _evaluate_class(
+            gan, label, sets, real.images[shown], space, k, (threshold, near_copy_ratio), seed, batch_size
+        )
         grids += class_grids
-        progress(Progress(phase="evaluate", step=index + 1, total_steps=len(classes), message=label,
-                          metrics={"fid": results[label].fid, "kid": results[label].kid_mean}))
+        progress(
+            Progress(
+                phase="evaluate",
+                step=index + 1,
+                total_steps=len(classes),
+                message=label,
+                metrics={"fid": results[label].fid, "kid": results[label].kid_mean},
+            )
+        )
 
     fids = [q.fid for q in results.values() if q.fid is not None]
     kids = [q.kid_mean for q in results.values() if q.kid_mean is not None]
     report = GanReport(
-        generator_id=trained.generator_id, gan_step=trained.step, image_size=trained.config.image_size,
-        feature_space=space.description, classes=results, mean_fid=sum(fids) / len(fids) if fids else None,
-        mean_kid=sum(kids) / len(kids) if kids else None, near_copies=sum(q.near_copies for q in results.values()),
-        near_copy_threshold=threshold, near_copy_ratio=near_copy_ratio, k=k, truncation=truncation, seed=seed,
+        generator_id=trained.generator_id,
+        gan_step=trained.step,
+        image_size=trained.config.image_size,
+        feature_space=space.description,
+        classes=results,
+        mean_fid=sum(fids) / len(fids) if fids else None,
+        mean_kid=sum(kids) / len(kids) if kids else None,
+        near_copies=sum(q.near_copies for q in results.values()),
+        near_copy_threshold=threshold,
+        near_copy_ratio=near_copy_ratio,
+        k=k,
+        truncation=truncation,
+        seed=seed,
         grids=grids,
         seconds=round(time.perf_counter() - began, 2),
     )
@@ -328,8 +371,17 @@ def evaluate_gan(
     return report
 
 
-def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Tensor, space: FeatureSpace, k: int,
-                    copy_rule: tuple[float, float], seed: int, batch_size: int) -> tuple[ClassQuality, list[str]]:
+def _evaluate_class(
+    gan: ObjectStore,
+    label: str,
+    sets: _ClassSets,
+    compared: Tensor,
+    space: FeatureSpace,
+    k: int,
+    copy_rule: tuple[float, float],
+    seed: int,
+    batch_size: int,
+) -> tuple[ClassQuality, list[str]]:
     real_features = _features(space.extract, compared, batch_size)
     fake_features = _features(space.extract, sets.fake, batch_size)
     fid = kid_mean = kid_std = None
@@ -347,10 +399,18 @@ def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Te
     order = nearest.argsort()
     # with a single real lesion there is no ratio to check (inf): the distance alone decides
     single = not bool(ratio.isfinite().any())
-    flagged = [int(i) for i in order.tolist()
-               if float(nearest[i]) < threshold and (single or float(ratio[i]) < max_ratio)]
-    examples = [NearCopy(seed=sets.seeds[i], nearest_real=sets.real_paths[int(which[i])], rmse=float(nearest[i]),
-                         ratio=None if single else float(ratio[i])) for i in flagged[:PAIRS_SHOWN]]
+    flagged = [
+        int(i) for i in order.tolist() if float(nearest[i]) < threshold and (single or float(ratio[i]) < max_ratio)
+    ]
+    examples = [
+        NearCopy(
+            seed=sets.seeds[i],
+            nearest_real=sets.real_paths[int(which[i])],
+            rmse=float(nearest[i]),
+            ratio=None if single else float(ratio[i]),
+        )
+        for i in flagged[:PAIRS_SHOWN]
+    ]
     finite = ratio.isfinite()
 
     samples_key = f"{EVALUATION_PREFIX}/samples/{label}.png"
@@ -361,10 +421,18 @@ def _evaluate_class(gan: ObjectStore, label: str, sets: _ClassSets, compared: Te
     gan.put_bytes(pairs_key, grid_png(pairs, columns=int(closest.numel())), "image/png")
 
     quality = ClassQuality(
-        real_images=int(real_features.shape[0]), generated_images=int(fake_features.shape[0]), fid=fid,
-        kid_mean=kid_mean, kid_std=kid_std, kid_subset_size=subset, precision=precision, recall=recall,
-        nearest_real_rmse_min=float(nearest.min()), nearest_real_rmse_median=float(nearest.median()),
+        real_images=int(real_features.shape[0]),
+        generated_images=int(fake_features.shape[0]),
+        fid=fid,
+        kid_mean=kid_mean,
+        kid_std=kid_std,
+        kid_subset_size=subset,
+        precision=precision,
+        recall=recall,
+        nearest_real_rmse_min=float(nearest.min()),
+        nearest_real_rmse_median=float(nearest.median()),
         nearest_ratio_median=float(ratio[finite].median()) if bool(finite.any()) else None,
-        near_copies=len(flagged), near_copy_examples=examples,
+        near_copies=len(flagged),
+        near_copy_examples=examples,
     )
     return quality, [samples_key, pairs_key]

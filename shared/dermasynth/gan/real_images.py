@@ -64,8 +64,15 @@ def training_records(manifest: Manifest, classes: list[str] | None = None) -> tu
     return [r for r in rows if r.label in chosen], chosen
 
 
-def load_real_images(manifest: Manifest, records: list[Record], classes: list[str], image_size: int,
-                     crop: Literal["center", "none"] = "center", *, max_workers: int | None = None) -> RealImages:
+def load_real_images(
+    manifest: Manifest,
+    records: list[Record],
+    classes: list[str],
+    image_size: int,
+    crop: Literal["center", "none"] = "center",
+    *,
+    max_workers: int | None = None,
+) -> RealImages:
     """Decode ``records`` at ``image_size`` (the project's resize and crop) into one uint8 tensor.
 
     Raises:

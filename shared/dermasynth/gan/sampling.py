@@ -37,8 +37,9 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def generate(generator: Generator, labels: Sequence[int], seeds: Sequence[int], *, truncation: float = 1.0,
-             batch_size: int = 64) -> Iterator[Tensor]:
+def generate(
+    generator: Generator, labels: Sequence[int], seeds: Sequence[int], *, truncation: float = 1.0, batch_size: int = 64
+) -> Iterator[Tensor]:
     """Yield uint8 image batches (B, 3, S, S) on the CPU for each (label index, seed) pair, in order.
 
     Raises:
@@ -53,8 +54,8 @@ def generate(generator: Generator, labels: Sequence[int], seeds: Sequence[int], 
     generator.eval()
     try:
         for start in range(0, len(seeds), batch_size):
-            z = latents(seeds[start:start + batch_size], generator.z_dim, device)
-            label_batch = torch.tensor(list(labels[start:start + batch_size]), dtype=torch.long, device=device)
+            z = latents(seeds[start : start + batch_size], generator.z_dim, device)
+            label_batch = torch.tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
             yield to_uint8(generator(z, label_batch, truncation)).cpu()
     finally:
         generator.train(was_training)

@@ -118,9 +118,16 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
     return {label: max(0, target - n) if label in chosen else 0 for label, n in have.items()}
 
 
-def synthesize(gan: ObjectStore, manifest: Manifest, plan: SynthesisPlan, out_dir: Path,
-               progress: ProgressCallback = ignore_progress, *, batch_size: int = 64,
-               device: str | None = None) -> Manifest:
+def synthesize(
+    gan: ObjectStore,
+    manifest: Manifest,
+    plan: SynthesisPlan,
+    out_dir: Path,
+    progress: ProgressCallback = ignore_progress,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+) -> Manifest:
     """Write a new dataset: the source's rows plus the synthetic images the plan asks for.
 
     Running it again with the same generator, source and plan returns the dataset already written.
@@ -153,16 +160,25 @@ def synthesize(gan: ObjectStore, manifest: Manifest, plan: SynthesisPlan, out_di
         return done
     untrained = sorted(label for label, n in counts.items() if n > 0 and label not in trained.classes)
     if untrained:
-        raise ValueError(f"the plan needs images of {untrained}, which this GAN was not trained on (it knows "
-                         f"{', '.join(trained.classes)}); restrict the plan with classes=")
+        raise ValueError(
+            f"the plan needs images of {untrained}, which this GAN was not trained on (it knows "
+            f"{', '.join(trained.classes)}); restrict the plan with classes="
+        )
 
     start = time.perf_counter()
     real_rows = [_link(manifest, record, out_dir) for record in manifest.records]
     synthetic = _generate(trained, manifest, counts, plan, out_dir, progress, batch_size)
     result = Manifest([*real_rows, *synthetic], out_dir)
-    record = SynthesisRecord(plan=plan, counts=counts, generator_id=trained.generator_id, gan_step=trained.step,
-                             source_manifest_sha256=source_sha, source_root=str(manifest.root),
-                             images_written=len(synthetic), seconds=round(time.perf_counter() - start, 2))
+    record = SynthesisRecord(
+        plan=plan,
+        counts=counts,
+        generator_id=trained.generator_id,
+        gan_step=trained.step,
+        source_manifest_sha256=source_sha,
+        source_root=str(manifest.root),
+        images_written=len(synthetic),
+        seconds=round(time.perf_counter() - start, 2),
+    )
     (out_dir / SYNTHESIS_RECORD).write_text(record.model_dump_json(indent=2), encoding="utf-8")
     result.write(out_dir)  # last: a dataset folder with a manifest is complete
     return result
@@ -195,10 +211,18 @@ def _link(manifest: Manifest, record: Record, out_dir: Path) -> Record:
     return record
 
 
-def _generate(trained: TrainedGenerator, manifest: Manifest, counts: dict[str, int], plan: SynthesisPlan,
-              out_dir: Path, progress: ProgressCallback, batch_size: int) -> list[Record]:
-    already = Counter(r.label for r in manifest.records
-                      if r.source == "synthetic" and r.generator == trained.generator_id)
+def _generate(
+    trained: TrainedGenerator,
+    manifest: Manifest,
+    counts: dict[str, int],
+    plan: SynthesisPlan,
+    out_dir: Path,
+    progress: ProgressCallback,
+    batch_size: int,
+) -> list[Record]:
+    already = Counter(
+        r.label for r in manifest.records if r.source == "synthetic" and r.generator == trained.generator_id
+    )
     jobs: list[tuple[str, int]] = []  # (label, seed)
     for label, need in counts.items():
         first = already[label]  # continue the index where an earlier synthesis by this generator stopped
@@ -207,10 +231,11 @@ def _generate(trained: TrainedGenerator, manifest: Manifest, counts: dict[str, i
     start = time.perf_counter()
     short = trained.generator_id[:12]
     for offset in range(0, total, batch_size):
-        chunk = jobs[offset:offset + batch_size]
+        chunk = jobs[offset : offset + batch_size]
         labels = [trained.class_index(label) for label, _ in chunk]
-        (images,) = generate(trained.generator, labels, [seed for _, seed in chunk], truncation=plan.truncation,
-                             batch_size=len(chunk))
+        (images,) = generate(
+            trained.generator, labels, [seed for _, seed in chunk], truncation=plan.truncation, batch_size=len(chunk)
+        )
         for (label, seed), image in zip(chunk, images, strict=True):
             name = f"{SYNTHETIC_FOLDER}/{label}/{short}_{seed}.png"
             data = png_bytes(image)
@@ -219,11 +244,29 @@ def _generate(trained: TrainedGenerator, manifest: Manifest, counts: dict[str, i
             tmp = path.with_suffix(".png.tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-            records.append(Record(image=name, label=label, lesion_id=f"SYN_{short}_{seed}", split="train",
-                                  source="synthetic", sha256=hashlib.sha256(data).hexdigest(),
-                                  generator=trained.generator_id, seed=seed, truncation=plan.truncation))
+            records.append(
+                Record(
+                    image=name,
+                    label=label,
+                    lesion_id=f"SYN_{short}_{seed}",
+                    split="train",
+                    source="synthetic",
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    generator=trained.generator_id,
+                    seed=seed,
+                    truncation=plan.truncation,
+                )
+            )
         made = offset + len(chunk)
         rate = made / max(time.perf_counter() - start, 1e-9)
-        progress(Progress(phase="synthesize", step=made, total_steps=total, images_per_s=rate,
-                          eta_s=(total - made) / rate, message=chunk[-1][0]))
+        progress(
+            Progress(
+                phase="synthesize",
+                step=made,
+                total_steps=total,
+                images_per_s=rate,
+                eta_s=(total - made) / rate,
+                message=chunk[-1][0],
+            )
+        )
     return records

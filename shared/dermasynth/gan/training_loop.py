@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dermasynth.checkpoints import LATEST, load_state, save_state
 from dermasynth.data.manifest import Manifest
 from dermasynth.gan.artifacts import (
     GENERATOR_KEY,
@@ -46,14 +45,16 @@ from dermasynth.gan.loss import GanLoss
 from dermasynth.gan.real_images import RealImages, load_real_images, to_gan_range, training_records
 from dermasynth.progress import Cancelled, Progress, ProgressCallback, ignore_progress
 from dermasynth.storage.base import ObjectStore
+from dermasynth.storage.state_dicts import LATEST, load_state, save_state
 
 __all__ = ["GanResult", "GanTrainer", "train_gan"]
 
 logger = logging.getLogger(__name__)
 
 # Options that may change when a run is resumed; any other explicitly given option must match the run's.
-RESUMABLE_CHANGES = frozenset({"steps", "snapshot_every", "checkpoint_every", "grid_every", "grid_size", "log_every",
-                               "device", "amp"})
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "snapshot_every", "checkpoint_every", "grid_every", "grid_size", "log_every", "device", "amp"}
+)
 _CLASS_POWER = {"proportional": 1.0, "sqrt": 0.5, "balanced": 0.0}
 
 
@@ -86,9 +87,17 @@ class GanTrainer:
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=scale)
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=scale)
         autocast: Callable[[], AbstractContextManager[object]] = (
-            (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if amp else contextlib.nullcontext)
-        self.loss = GanLoss(self.generator, self.discriminator, self.augment, kind=config.loss,
-                            r1_gamma=config.r1_gamma, r1_interval=config.r1_interval, autocast=autocast)
+            (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if amp else contextlib.nullcontext
+        )
+        self.loss = GanLoss(
+            self.generator,
+            self.discriminator,
+            self.augment,
+            kind=config.loss,
+            r1_gamma=config.r1_gamma,
+            r1_interval=config.r1_interval,
+            autocast=autocast,
+        )
 
     # -- data ---------------------------------------------------------------------------------------
     def sampling_weights(self, real: RealImages) -> Tensor:
@@ -119,8 +128,9 @@ class GanTrainer:
         self.generator.requires_grad_(False)
         self.discriminator.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        result = self.loss.discriminator_phase(real, labels, self._latents(real.shape[0]), step=step,
-                                               rng=self.device_rng)
+        result = self.loss.discriminator_phase(
+            real, labels, self._latents(real.shape[0]), step=step, rng=self.device_rng
+        )
         self.scaler_d.scale(result.loss).backward()
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
@@ -157,11 +167,16 @@ class GanTrainer:
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-            "generator_ema": self.generator_ema.state_dict(), "augment": self.augment.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
-            "rng_data": self.data_rng.get_state(), "rng_device": self.device_rng.get_state(),
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.generator_ema.state_dict(),
+            "augment": self.augment.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng_data": self.data_rng.get_state(),
+            "rng_device": self.device_rng.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,8 +228,11 @@ def _resume_config(config: GanConfig, saved: dict[str, Any]) -> GanConfig:
         if getattr(config, name) != getattr(previous, name)
     ]
     if conflicts:
-        raise ValueError("cannot resume with changed options: " + "; ".join(conflicts) +
-                         f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume")
+        raise ValueError(
+            "cannot resume with changed options: "
+            + "; ".join(conflicts)
+            + f". Only {', '.join(sorted(RESUMABLE_CHANGES))} may change on resume"
+        )
     changes = {name: getattr(config, name) for name in config.model_fields_set & RESUMABLE_CHANGES}
     changes.setdefault("device", None)  # re-resolved: a run may continue on another machine
     return GanConfig.model_validate({**previous.model_dump(), **changes}).resolved()
@@ -232,8 +250,14 @@ def _write_json(store: ObjectStore, key: str, payload: Any) -> None:
     store.put_bytes(key, json.dumps(payload, indent=2).encode(), "application/json")
 
 
-def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress: ProgressCallback = ignore_progress,
-              *, resume: bool = False) -> GanResult:
+def train_gan(
+    config: GanConfig,
+    manifest: Manifest,
+    out: ObjectStore,
+    progress: ProgressCallback = ignore_progress,
+    *,
+    resume: bool = False,
+) -> GanResult:
     """Train a class-conditional GAN on the real images of the manifest's train split.
 
     Args:
@@ -255,8 +279,9 @@ def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress:
     saved: dict[str, Any] | None = None
     if out.exists(LATEST):
         if not resume:
-            raise FileExistsError("the output already holds a GAN run (checkpoint.pth); resume it (--resume) "
-                                  "or choose another output")
+            raise FileExistsError(
+                "the output already holds a GAN run (checkpoint.pth); resume it (--resume) or choose another output"
+            )
         saved = load_state(out, LATEST)
         config = _resume_config(config, saved["options"])
         finished = _finished_result(out, int(saved["step"]), config.steps)
@@ -278,8 +303,16 @@ def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress:
         start, seconds, history = int(saved["step"]), float(saved["seconds"]), list(saved["stats"])
         logger.info("resuming GAN training at step %d of %d", start, config.steps)
     train_counts = real.counts()
-    _write_json(out, OPTIONS_KEY, {"options": config.model_dump(mode="json"), "classes": classes,
-                                   "train_images": train_counts, "torch": torch.__version__})
+    _write_json(
+        out,
+        OPTIONS_KEY,
+        {
+            "options": config.model_dump(mode="json"),
+            "classes": classes,
+            "train_images": train_counts,
+            "torch": torch.__version__,
+        },
+    )
 
     stats = _Stats(history)
     grid_seeds = [config.seed * 1000 + i for i in range(config.grid_size**2)]
@@ -295,8 +328,14 @@ def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress:
     def checkpoint() -> None:
         nonlocal last_saved
         state = trainer.state_dict()
-        state.update(step=step, seconds=elapsed(), stats=stats.history, classes=classes,
-                     options=config.model_dump(mode="json"), train_images=train_counts)
+        state.update(
+            step=step,
+            seconds=elapsed(),
+            stats=stats.history,
+            classes=classes,
+            options=config.model_dump(mode="json"),
+            train_images=train_counts,
+        )
         save_state(out, LATEST, state)
         _write_json(out, STATS_KEY, stats.history)
         last_saved = step
@@ -308,24 +347,35 @@ def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress:
             stats.add(figures)
             if step % config.log_every == 0 or step == config.steps:
                 entry = stats.flush(step, elapsed())
-                logger.info("step %d/%d %s", step, config.steps,
-                            " ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "step"))
+                logger.info(
+                    "step %d/%d %s",
+                    step,
+                    config.steps,
+                    " ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "step"),
+                )
             if step % config.snapshot_every == 0:
                 key = f"{SNAPSHOT_PREFIX}/step-{step:07d}.pth"
                 save_state(out, key, generator_state(classes, config, trainer.generator_ema.state_dict(), step))
                 snapshots.append(key)
             if step % config.grid_every == 0 or step == config.steps:
-                grid_keys = write_class_grids(out, f"{GRID_PREFIX}/step-{step:07d}", trainer.generator_ema,
-                                              classes, grid_seeds)
+                grid_keys = write_class_grids(
+                    out, f"{GRID_PREFIX}/step-{step:07d}", trainer.generator_ema, classes, grid_seeds
+                )
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint()
             done = step - start
             rate = done / max(time.perf_counter() - session_start, 1e-9)
-            progress(Progress(
-                phase="gan", step=step, total_steps=config.steps, loss=figures["loss_g"],
-                images_per_s=rate * config.batch_size, eta_s=(config.steps - step) / rate if rate else None,
-                metrics={k: round(v, 5) for k, v in figures.items()},
-            ))
+            progress(
+                Progress(
+                    phase="gan",
+                    step=step,
+                    total_steps=config.steps,
+                    loss=figures["loss_g"],
+                    images_per_s=rate * config.batch_size,
+                    eta_s=(config.steps - step) / rate if rate else None,
+                    metrics={k: round(v, 5) for k, v in figures.items()},
+                )
+            )
     except Cancelled:
         if last_saved != step:
             checkpoint()
@@ -340,19 +390,40 @@ def train_gan(config: GanConfig, manifest: Manifest, out: ObjectStore, progress:
     return _finish(out, trainer, config, classes, train_counts, step, elapsed(), snapshots, grid_keys, stats.history)
 
 
-def _finish(out: ObjectStore, trainer: GanTrainer, config: GanConfig, classes: list[str],
-            train_counts: dict[str, int], step: int, seconds: float, snapshots: list[str], grid_keys: list[str],
-            history: list[dict[str, float]]) -> GanResult:
+def _finish(
+    out: ObjectStore,
+    trainer: GanTrainer,
+    config: GanConfig,
+    classes: list[str],
+    train_counts: dict[str, int],
+    step: int,
+    seconds: float,
+    snapshots: list[str],
+    grid_keys: list[str],
+    history: list[dict[str, float]],
+) -> GanResult:
     """Write ``generator.pth`` and, last, ``result.json``."""
     ema_state = trainer.generator_ema.state_dict()
     save_state(out, GENERATOR_KEY, generator_state(classes, config, ema_state, step))
     if not grid_keys:
-        grid_keys = write_class_grids(out, f"{GRID_PREFIX}/step-{step:07d}", trainer.generator_ema, classes,
-                                      [config.seed * 1000 + i for i in range(config.grid_size**2)])
+        grid_keys = write_class_grids(
+            out,
+            f"{GRID_PREFIX}/step-{step:07d}",
+            trainer.generator_ema,
+            classes,
+            [config.seed * 1000 + i for i in range(config.grid_size**2)],
+        )
     result = GanResult(
-        step=step, classes=classes, image_size=config.image_size, generator_id=generator_id(ema_state),
-        train_images=train_counts, snapshots=snapshots, grids=grid_keys, device=str(trainer.device),
-        seconds=round(seconds, 2), steps_per_s=round(step / seconds, 4) if seconds > 0 else 0.0,
+        step=step,
+        classes=classes,
+        image_size=config.image_size,
+        generator_id=generator_id(ema_state),
+        train_images=train_counts,
+        snapshots=snapshots,
+        grids=grid_keys,
+        device=str(trainer.device),
+        seconds=round(seconds, 2),
+        steps_per_s=round(step / seconds, 4) if seconds > 0 else 0.0,
         final_stats={k: v for k, v in (history[-1] if history else {}).items() if k != "step"},
     )
     _write_json(out, RESULT_KEY, result.model_dump(mode="json"))

@@ -7,6 +7,14 @@ from dermasynth.jobs.states import InvalidTransition
 from dermasynth.jobs.store import JobNotFound, JobStore, RedisJobStore
 
 __all__ = [
-    "InvalidTransition", "JobKind", "JobNotFound", "JobPage", "JobRecord", "JobState", "JobStore", "LogPage",
-    "RedisJobStore", "run_prefix",
+    "InvalidTransition",
+    "JobKind",
+    "JobNotFound",
+    "JobPage",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "LogPage",
+    "RedisJobStore",
+    "run_prefix",
 ]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from dermasynth.classifier.config import TrainConfig
-from dermasynth.evaluation.experiment_config import ExperimentConfig
+from dermasynth.experiments.config import ExperimentConfig
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.synthesis import SynthesisPlan
 from dermasynth.jobs.records import JobKind
@@ -28,8 +28,10 @@ Split = Literal["val", "test"]
 
 def _no_local_path(weights: str | None) -> str | None:
     if weights is not None and ("/" in weights or "\\" in weights or weights.endswith((".pth", ".pt"))):
-        raise ValueError(f"weights {weights!r}: a local file cannot be named over the API; use None (train from "
-                         "scratch) or a torchvision weights name such as 'ResNet18_Weights.IMAGENET1K_V1'")
+        raise ValueError(
+            f"weights {weights!r}: a local file cannot be named over the API; use None (train from "
+            "scratch) or a torchvision weights name such as 'ResNet18_Weights.IMAGENET1K_V1'"
+        )
     return weights
 
 
@@ -40,8 +42,9 @@ class TrainingParams(BaseModel):
 
     dataset_id: DatasetId
     config: TrainConfig = Field(default_factory=TrainConfig, description="the classifier training options")
-    evaluate_split: Split | None = Field(default="test", description="evaluate the best epoch on this split "
-                                         "when training ends (None: skip)")
+    evaluate_split: Split | None = Field(
+        default="test", description="evaluate the best epoch on this split when training ends (None: skip)"
+    )
     tta: bool = Field(default=False, description="test-time augmentation in that evaluation")
 
     @field_validator("config")
@@ -81,8 +84,10 @@ def _bounded_gan(gan: GanConfig) -> GanConfig:
 def _bounded_plan(plan: SynthesisPlan) -> SynthesisPlan:
     asked = [*(plan.counts or {}).values(), plan.at_least or 0]
     if max(asked) > MAX_SYNTHETIC_PER_CLASS:
-        raise ValueError(f"the plan asks for {max(asked)} images of one class; at most {MAX_SYNTHETIC_PER_CLASS} "
-                         "are accepted over the API")
+        raise ValueError(
+            f"the plan asks for {max(asked)} images of one class; at most {MAX_SYNTHETIC_PER_CLASS} "
+            "are accepted over the API"
+        )
     return plan
 
 
@@ -99,8 +104,10 @@ class ExperimentParams(BaseModel):
     def _remote_safe(cls, config: ExperimentConfig) -> ExperimentConfig:
         runs = len(config.arms) * len(config.backbones) * len(config.seeds)
         if runs > MAX_EXPERIMENT_RUNS:
-            raise ValueError(f"the experiment has {runs} runs (arms x backbones x seeds); at most "
-                             f"{MAX_EXPERIMENT_RUNS} are accepted over the API")
+            raise ValueError(
+                f"the experiment has {runs} runs (arms x backbones x seeds); at most "
+                f"{MAX_EXPERIMENT_RUNS} are accepted over the API"
+            )
         _no_local_path(config.train.weights)
         _bounded_gan(config.gan)
         _bounded_plan(config.synthesis)
@@ -156,8 +163,9 @@ class EvaluationRequest(BaseModel):
     params: EvaluationParams
 
 
-JobRequest = Annotated[SynthesisRequest | TrainingRequest | EvaluationRequest | ExperimentRequest,
-                       Field(discriminator="kind")]
+JobRequest = Annotated[
+    SynthesisRequest | TrainingRequest | EvaluationRequest | ExperimentRequest, Field(discriminator="kind")
+]
 """A job submission: the kind picks the parameter model."""
 
 PARAMS: dict[JobKind, type[BaseModel]] = {
@@ -176,6 +184,7 @@ def parse_params(kind: JobKind, params: dict[str, Any]) -> BaseModel:
         pydantic.ValidationError: for parameters its model refuses.
     """
     if kind not in PARAMS:
-        raise ValueError(f"job kind {kind.value!r} cannot run here; kinds available: "
-                         f"{', '.join(k.value for k in PARAMS)}")
+        raise ValueError(
+            f"job kind {kind.value!r} cannot run here; kinds available: {', '.join(k.value for k in PARAMS)}"
+        )
     return PARAMS[kind].model_validate(params)

@@ -18,8 +18,9 @@ from dermasynth.jobs.records import JobState
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
-    JobState.RUNNING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED,
-                                 JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.RUNNING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+    ),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -31,8 +32,10 @@ class InvalidTransition(ValueError):
 
     def __init__(self, job_id: str, current: JobState, wanted: JobState) -> None:
         allowed = ", ".join(sorted(ALLOWED[current])) or "none: it is final"
-        super().__init__(f"job {job_id} is {current.value}; it cannot become {wanted.value} "
-                         f"(allowed from {current.value}: {allowed})")
+        super().__init__(
+            f"job {job_id} is {current.value}; it cannot become {wanted.value} "
+            f"(allowed from {current.value}: {allowed})"
+        )
         self.job_id = job_id
         self.current = current
         self.wanted = wanted

@@ -47,12 +47,20 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> JobRecord:
         """The job with its latest progress. Raises :class:`JobNotFound`."""
 
-    def list(self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50,
-             offset: int = 0) -> JobPage:
+    def list(
+        self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50, offset: int = 0
+    ) -> JobPage:
         """Jobs newest first, optionally filtered."""
 
-    def transition(self, job_id: str, to: JobState, *, error: str | None = None,
-                   result: dict[str, Any] | None = None, worker: str | None = None) -> JobRecord:
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        worker: str | None = None,
+    ) -> JobRecord:
         """Move the job to ``to``. Raises :class:`InvalidTransition` or :class:`JobNotFound`."""
 
     def set_progress(self, job_id: str, progress: Progress) -> None:
@@ -114,8 +122,9 @@ class RedisJobStore:
         return record
 
     def get(self, job_id: str) -> JobRecord:
-        raw, progress, cancel = self.redis.mget(self._key(job_id), self._key(job_id, "progress"),
-                                                self._key(job_id, "cancel"))
+        raw, progress, cancel = self.redis.mget(
+            self._key(job_id), self._key(job_id, "progress"), self._key(job_id, "cancel")
+        )
         if raw is None:
             raise JobNotFound(job_id)
         record = JobRecord.model_validate_json(raw)
@@ -124,8 +133,9 @@ class RedisJobStore:
         record.cancel_requested = cancel is not None
         return record
 
-    def list(self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50,
-             offset: int = 0) -> JobPage:
+    def list(
+        self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50, offset: int = 0
+    ) -> JobPage:
         matched: list[JobRecord] = []
         total = 0
         start = 0
@@ -144,8 +154,15 @@ class RedisJobStore:
                     total += 1
         return JobPage(jobs=matched, total=total)
 
-    def transition(self, job_id: str, to: JobState, *, error: str | None = None,
-                   result: dict[str, Any] | None = None, worker: str | None = None) -> JobRecord:
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        worker: str | None = None,
+    ) -> JobRecord:
         key = self._key(job_id)
 
         def apply(pipe: Pipeline) -> None:
@@ -192,7 +209,7 @@ class RedisJobStore:
         total = int(written or 0)
         first = total - len(kept)  # number of the oldest line still kept
         start = max(since, first)
-        lines = [_text(line) for line in kept[start - first:]]
+        lines = [_text(line) for line in kept[start - first :]]
         return LogPage(start=start, next=total, lines=lines)
 
     # -- cancellation ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from dermasynth.data.registry import DatasetRegistry
+from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs.queues import QUEUE_OF
 from dermasynth.jobs.records import JobKind, JobRecord, JobState, run_prefix
 from dermasynth.jobs.store import JobNotFound, JobStore
@@ -47,7 +47,7 @@ class Artefact(BaseModel):
     url: str | None = Field(default=None, description="a time-limited direct download URL, when the store has them")
 
 
-def check_references(params: BaseModel, jobs: JobStore, registry: DatasetRegistry) -> None:
+def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog) -> None:
     """Make sure every dataset and job the parameters name exists and can serve.
 
     Raises:
@@ -55,8 +55,10 @@ def check_references(params: BaseModel, jobs: JobStore, registry: DatasetRegistr
     """
     dataset_id = getattr(params, "dataset_id", None)
     if dataset_id is not None and not registry.exists(dataset_id):
-        raise UnknownReference(f"dataset {dataset_id!r} is not published; upload or register it first "
-                               "(GET /v1/datasets lists the datasets)")
+        raise UnknownReference(
+            f"dataset {dataset_id!r} is not published; upload or register it first "
+            "(GET /v1/datasets lists the datasets)"
+        )
     training_job_id = getattr(params, "training_job_id", None)
     if training_job_id is not None:
         try:
@@ -64,12 +66,15 @@ def check_references(params: BaseModel, jobs: JobStore, registry: DatasetRegistr
         except JobNotFound:
             raise UnknownReference(f"training_job_id {training_job_id!r}: no such job") from None
         if training.kind != JobKind.TRAINING or training.state != JobState.SUCCEEDED:
-            raise UnknownReference(f"training_job_id {training_job_id!r} is a {training.state.value} "
-                                   f"{training.kind.value} job; a succeeded training job is needed")
+            raise UnknownReference(
+                f"training_job_id {training_job_id!r} is a {training.state.value} "
+                f"{training.kind.value} job; a succeeded training job is needed"
+            )
 
 
-def submit_job(kind: JobKind, params: BaseModel, *, owner: str, jobs: JobStore, dispatcher: JobDispatcher,
-               registry: DatasetRegistry) -> JobRecord:
+def submit_job(
+    kind: JobKind, params: BaseModel, *, owner: str, jobs: JobStore, dispatcher: JobDispatcher, registry: DatasetCatalog
+) -> JobRecord:
     """Record a queued job and put it on its queue; never waits for it to run.
 
     Raises:
@@ -77,8 +82,11 @@ def submit_job(kind: JobKind, params: BaseModel, *, owner: str, jobs: JobStore, 
         QueueUnavailable: the broker refused the message (the job is then recorded as failed).
     """
     check_references(params, jobs, registry)
-    record = jobs.create(JobRecord(id=uuid.uuid4().hex, kind=kind, queue=QUEUE_OF[kind],
-                                   params=params.model_dump(mode="json"), owner=owner))
+    record = jobs.create(
+        JobRecord(
+            id=uuid.uuid4().hex, kind=kind, queue=QUEUE_OF[kind], params=params.model_dump(mode="json"), owner=owner
+        )
+    )
     try:
         dispatcher.submit(record)
     except Exception as exc:  # any broker failure: the job must not stay queued forever
@@ -99,8 +107,9 @@ def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRec
     try:
         dispatcher.revoke(job_id)
     except Exception:  # revoking is an optimisation: the cancel flag alone stops the job
-        logger.warning("could not broadcast the revoke of job %s; its cancel flag still stops it", job_id,
-                       exc_info=True)
+        logger.warning(
+            "could not broadcast the revoke of job %s; its cancel flag still stops it", job_id, exc_info=True
+        )
     logger.info("job %s: cancel requested (%s)", job_id, record.state.value)
     return record
 
@@ -108,5 +117,7 @@ def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRec
 def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(hours=1)) -> list[Artefact]:
     """The files under ``runs/{job_id}/``, with direct URLs where the store can sign them."""
     prefix = f"{run_prefix(job_id)}/"
-    return [Artefact(path=key[len(prefix):], size=store.size(key), url=store.presigned_url(key, url_expiry))
-            for key in store.list(prefix)]
+    return [
+        Artefact(path=key[len(prefix) :], size=store.size(key), url=store.presigned_url(key, url_expiry))
+        for key in store.list(prefix)
+    ]

@@ -53,8 +53,10 @@ class MahalanobisScore(nn.Module):
     def __init__(self, means: torch.Tensor, precision: torch.Tensor) -> None:
         super().__init__()
         if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]):
-            raise ValueError(f"means must be (classes, D) and precision (D, D); got {tuple(means.shape)} and "
-                             f"{tuple(precision.shape)}")
+            raise ValueError(
+                f"means must be (classes, D) and precision (D, D); got {tuple(means.shape)} and "
+                f"{tuple(precision.shape)}"
+            )
         self.register_buffer("means", means.to(torch.float32))
         self.register_buffer("precision", precision.to(torch.float32))
 
@@ -102,11 +104,17 @@ def calibrate_threshold(scores: np.ndarray, quantile: float) -> float:
 def decide(max_probability: float, ood_score: float, policy: AbstentionPolicy) -> Decision:
     """Apply the abstention policy to one image; out-of-distribution wins over low confidence."""
     if not np.isfinite(ood_score) or ood_score > policy.ood_threshold:
-        return Decision(True, AbstainReason.OUT_OF_DISTRIBUTION,
-                        f"the image looks unlike the images the model was trained on (OOD score {ood_score:.1f} "
-                        f"> threshold {policy.ood_threshold:.1f}); see a dermatologist")
+        return Decision(
+            True,
+            AbstainReason.OUT_OF_DISTRIBUTION,
+            f"the image looks unlike the images the model was trained on (OOD score {ood_score:.1f} "
+            f"> threshold {policy.ood_threshold:.1f}); see a dermatologist",
+        )
     if max_probability < policy.min_probability:
-        return Decision(True, AbstainReason.LOW_CONFIDENCE,
-                        f"the model is unsure (top probability {max_probability:.2f} < {policy.min_probability:.2f});"
-                        " see a dermatologist")
+        return Decision(
+            True,
+            AbstainReason.LOW_CONFIDENCE,
+            f"the model is unsure (top probability {max_probability:.2f} < {policy.min_probability:.2f});"
+            " see a dermatologist",
+        )
     return Decision(False)

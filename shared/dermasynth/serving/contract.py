@@ -83,6 +83,8 @@ class ServingContract(BaseModel):
         """The input and outputs of a classifier of ``num_classes`` classes at ``image_size`` pixels."""
         return (
             TensorSpec(name=INPUT_NAME, datatype="UINT8", dims=(3, image_size, image_size)),
-            (TensorSpec(name=LOGITS_NAME, datatype="FP32", dims=(num_classes,)),
-             TensorSpec(name=OOD_SCORE_NAME, datatype="FP32", dims=(1,))),
+            (
+                TensorSpec(name=LOGITS_NAME, datatype="FP32", dims=(num_classes,)),
+                TensorSpec(name=OOD_SCORE_NAME, datatype="FP32", dims=(1,)),
+            ),
         )

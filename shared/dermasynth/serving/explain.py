@@ -51,8 +51,9 @@ def grad_cam_layer(model: nn.Module, image_size: int) -> nn.Module:
     return finished[-1]
 
 
-def grad_cam_png(model: nn.Module, preprocessing: Preprocessing, image: Image.Image, class_index: int,
-                 layer: nn.Module | None = None) -> bytes:
+def grad_cam_png(
+    model: nn.Module, preprocessing: Preprocessing, image: Image.Image, class_index: int, layer: nn.Module | None = None
+) -> bytes:
     """A PNG of the Grad-CAM heat map for ``class_index`` over the image as the model saw it."""
     layer = layer or grad_cam_layer(model, preprocessing.image_size)
     batch = preprocessing.eval_transform()(image).unsqueeze(0)
@@ -92,8 +93,9 @@ class Explainer:
         self._models.move_to_end(key)
         return self._models[key]
 
-    def explain(self, name: str, version: int, preprocessing: Preprocessing, image: Image.Image,
-                class_index: int) -> bytes:
+    def explain(
+        self, name: str, version: int, preprocessing: Preprocessing, image: Image.Image, class_index: int
+    ) -> bytes:
         """The Grad-CAM overlay PNG of ``class_index`` for ``image`` under ``version`` of ``name``."""
         with self._lock:
             model, layer = self._model(name, version, preprocessing.image_size)

@@ -85,8 +85,9 @@ def split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
 
 @torch.inference_mode()
-def extract_features(extractor: nn.Module, dataset: ManifestDataset, batch_size: int = 64) -> tuple[np.ndarray,
-                                                                                                      np.ndarray]:
+def extract_features(
+    extractor: nn.Module, dataset: ManifestDataset, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``extractor`` (normalize + backbone) over uint8 images; returns (features, targets)."""
     feats, targets = [], []
     for pixels, target in DataLoader(dataset, batch_size=batch_size, shuffle=False):
@@ -119,8 +120,10 @@ def build_serving_module(
     """
     train, val = manifest.in_split("train"), manifest.in_split("val")
     if not train or not val:
-        raise ValueError(f"the dataset at {manifest.root} needs train and val images to calibrate abstention; "
-                         f"it has {len(train)} train and {len(val)} val")
+        raise ValueError(
+            f"the dataset at {manifest.root} needs train and val images to calibrate abstention; "
+            f"it has {len(train)} train and {len(val)} val"
+        )
     backbone, head = split_classifier(model)
     normalize = preprocessing.pixel_normalizer()
     extractor = nn.Sequential(normalize, backbone).eval()
@@ -131,10 +134,20 @@ def build_serving_module(
     with torch.inference_mode():
         val_scores = ood(torch.from_numpy(val_feats)).squeeze(1).numpy()
     threshold = calibrate_threshold(val_scores, ood_quantile)
-    policy = AbstentionPolicy(min_probability=min_probability, ood_threshold=threshold, ood_quantile=ood_quantile,
-                              calibration_images=len(val), fit_images=len(train))
-    log.info("OOD score fitted on %d train images, threshold %.2f at the %.2f quantile of %d val images",
-             len(train), policy.ood_threshold, ood_quantile, len(val))
+    policy = AbstentionPolicy(
+        min_probability=min_probability,
+        ood_threshold=threshold,
+        ood_quantile=ood_quantile,
+        calibration_images=len(val),
+        fit_images=len(train),
+    )
+    log.info(
+        "OOD score fitted on %d train images, threshold %.2f at the %.2f quantile of %d val images",
+        len(train),
+        policy.ood_threshold,
+        ood_quantile,
+        len(val),
+    )
     return ServingModule(normalize, backbone, head, ood).eval(), policy
 
 
@@ -170,8 +183,13 @@ def check_parity(
         logits, ood = scripted(pixels)
     prob_diff = float((torch.softmax(logits, dim=1) - reference).abs().max())
     ood_diff = float((ood - eager_ood).abs().max()) / max(abs(ood_threshold), 1e-12)
-    return ParityReport(images=len(images), max_abs_probability_diff=prob_diff, max_ood_score_diff=ood_diff,
-                        tolerance=tolerance, passed=prob_diff <= tolerance and ood_diff <= tolerance)
+    return ParityReport(
+        images=len(images),
+        max_abs_probability_diff=prob_diff,
+        max_ood_score_diff=ood_diff,
+        tolerance=tolerance,
+        passed=prob_diff <= tolerance and ood_diff <= tolerance,
+    )
 
 
 def export_classifier(
@@ -201,8 +219,9 @@ def export_classifier(
         ExportError: if the exported model does not match the eager one within ``tolerance``.
     """
     model = copy.deepcopy(model).cpu().eval()
-    serving, policy = build_serving_module(model, preprocessing, classes, manifest,
-                                           min_probability=min_probability, ood_quantile=ood_quantile)
+    serving, policy = build_serving_module(
+        model, preprocessing, classes, manifest, min_probability=min_probability, ood_quantile=ood_quantile
+    )
     scripted = to_torchscript(serving, preprocessing.image_size)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -212,25 +231,48 @@ def export_classifier(
     images = [load_rgb(manifest.path_of(r)) for r in manifest.in_split("val")[:PARITY_IMAGES]]
     parity = check_parity(model, serving, reloaded, preprocessing, images, policy.ood_threshold, tolerance)
     if not parity.passed:
-        raise ExportError(f"exported model differs from the eager model: max probability difference "
-                          f"{parity.max_abs_probability_diff:.2e}, OOD score difference "
-                          f"{parity.max_ood_score_diff:.2e} of the threshold (tolerance {tolerance:.0e})")
+        raise ExportError(
+            f"exported model differs from the eager model: max probability difference "
+            f"{parity.max_abs_probability_diff:.2e}, OOD score difference "
+            f"{parity.max_ood_score_diff:.2e} of the threshold (tolerance {tolerance:.0e})"
+        )
     tensor_in, tensors_out = ServingContract.tensors_for(len(classes), preprocessing.image_size)
-    contract = ServingContract(architecture=architecture, classes=tuple(classes), preprocessing=preprocessing,
-                               input=tensor_in, outputs=tensors_out, abstention=policy, parity=parity)
+    contract = ServingContract(
+        architecture=architecture,
+        classes=tuple(classes),
+        preprocessing=preprocessing,
+        input=tensor_in,
+        outputs=tensors_out,
+        abstention=policy,
+        parity=parity,
+    )
     state = io.BytesIO()
     torch.save(model.state_dict(), state)
     return ExportedModel(torchscript=buffer.getvalue(), eager_state=state.getvalue(), contract=contract)
 
 
-def export_trained(trained: TrainedModel, manifest: Manifest, *, min_probability: float = 0.5,
-                   ood_quantile: float = 0.95, tolerance: float = DEFAULT_TOLERANCE) -> ExportedModel:
+def export_trained(
+    trained: TrainedModel,
+    manifest: Manifest,
+    *,
+    min_probability: float = 0.5,
+    ood_quantile: float = 0.95,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportedModel:
     """Export a run's model loaded by :func:`~dermasynth.classifier.checkpoint.load_trained`.
 
     See :func:`export_classifier` for the arguments and checks.
     """
-    return export_classifier(trained.model, trained.config.model, trained.classes, trained.preprocessing, manifest,
-                             min_probability=min_probability, ood_quantile=ood_quantile, tolerance=tolerance)
+    return export_classifier(
+        trained.model,
+        trained.config.model,
+        trained.classes,
+        trained.preprocessing,
+        manifest,
+        min_probability=min_probability,
+        ood_quantile=ood_quantile,
+        tolerance=tolerance,
+    )
 
 
 def load_eager(contract: ServingContract, eager_state: bytes) -> nn.Module:

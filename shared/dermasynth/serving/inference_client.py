@@ -87,8 +87,10 @@ class TritonClient:
     def __init__(self, url: str, timeout_s: float = 30.0, max_connections: int = 256) -> None:
         self.url = url
         self._client = InferenceServerClient(url, conn_limit=max_connections, conn_timeout=timeout_s)
-        self._outputs = [InferRequestedOutput(LOGITS_NAME, binary_data=True),
-                         InferRequestedOutput(OOD_SCORE_NAME, binary_data=True)]
+        self._outputs = [
+            InferRequestedOutput(LOGITS_NAME, binary_data=True),
+            InferRequestedOutput(OOD_SCORE_NAME, binary_data=True),
+        ]
 
     async def infer(self, model: str, version: int, pixels: np.ndarray) -> InferenceOutput:
         """Run one batch; raises :class:`InferenceUnavailable`, :class:`VersionUnavailable` or
@@ -102,8 +104,9 @@ class TritonClient:
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
             if any(marker in message.lower() for marker in _NOT_LOADED):
-                raise VersionUnavailable(f"model {model!r} version {version} is not loaded on Triton at "
-                                         f"{self.url}: {message}") from exc
+                raise VersionUnavailable(
+                    f"model {model!r} version {version} is not loaded on Triton at {self.url}: {message}"
+                ) from exc
             raise InferenceFailed(f"Triton at {self.url} failed the request: {message}") from exc
         except _CONNECTION_ERRORS as exc:
             raise InferenceUnavailable(f"Triton at {self.url} is not reachable: {exc!r}") from exc

@@ -37,8 +37,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 def check_model_name(name: str) -> str:
     """Return ``name`` if it can name a Triton model here, else raise ValueError saying what is accepted."""
     if not _NAME.match(name):
-        raise ValueError(f"model name {name!r} is not accepted: use 1-64 of a-z, 0-9, '_' and '-', "
-                         "starting with a letter or digit")
+        raise ValueError(
+            f"model name {name!r} is not accepted: use 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -49,8 +50,9 @@ class BatchingOptions(BaseModel):
 
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
-    max_queue_delay_us: int = Field(default=2000, ge=0, le=1_000_000,
-                                    description="how long a request may wait for others to join its batch")
+    max_queue_delay_us: int = Field(
+        default=2000, ge=0, le=1_000_000, description="how long a request may wait for others to join its batch"
+    )
     instance_kind: Literal["cpu", "gpu"] = "cpu"
     instance_count: int = Field(default=1, ge=1, le=64)
     intra_op_threads: int = Field(default=0, ge=0, le=256, description="torch threads per instance; 0: default")
@@ -63,8 +65,9 @@ class BatchingOptions(BaseModel):
         return self
 
 
-def render_config(name: str, versions: list[int], options: BatchingOptions,
-                  warmup_image_size: int | None = None) -> str:
+def render_config(
+    name: str, versions: list[int], options: BatchingOptions, warmup_image_size: int | None = None
+) -> str:
     """The ``config.pbtxt`` that serves ``versions`` of ``name``.
 
     Image sides and the class count are left variable (-1) so versions trained at other sizes or on
@@ -95,12 +98,15 @@ def render_config(name: str, versions: list[int], options: BatchingOptions,
         'parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }',
     ]
     if warmup_image_size:
-        lines.append(f'model_warmup [ {{ name: "blank" batch_size: 1 count: 2 inputs {{ key: "{INPUT_NAME}" value: '
-                     f'{{ data_type: TYPE_UINT8 dims: [ 3, {warmup_image_size}, {warmup_image_size} ] '
-                     'zero_data: true } } } ]')
+        lines.append(
+            f'model_warmup [ {{ name: "blank" batch_size: 1 count: 2 inputs {{ key: "{INPUT_NAME}" value: '
+            f"{{ data_type: TYPE_UINT8 dims: [ 3, {warmup_image_size}, {warmup_image_size} ] "
+            "zero_data: true } } } ]"
+        )
     if options.intra_op_threads:
-        lines.append(f'parameters: {{ key: "INTRA_OP_THREAD_COUNT" value: {{ string_value: '
-                     f'"{options.intra_op_threads}" }} }}')
+        lines.append(
+            f'parameters: {{ key: "INTRA_OP_THREAD_COUNT" value: {{ string_value: "{options.intra_op_threads}" }} }}'
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -133,8 +139,11 @@ class ModelRepository:
         The model file is written last, so a version is listed only once all its files are there.
         """
         version = max(self.versions(name), default=0) + 1
-        self.store.put_bytes(self._key(name, version, CONTRACT_FILE), exported.contract.model_dump_json(indent=2)
-                             .encode(), "application/json")
+        self.store.put_bytes(
+            self._key(name, version, CONTRACT_FILE),
+            exported.contract.model_dump_json(indent=2).encode(),
+            "application/json",
+        )
         self.store.put_bytes(self._key(name, version, EAGER_FILE), exported.eager_state)
         self.store.put_bytes(self._key(name, version, MODEL_FILE), exported.torchscript)
         return version
@@ -190,14 +199,14 @@ def sync_repository(store: ObjectStore, dest: Path, prefix: str = REPOSITORY_PRE
     keys = store.list(prefix + "/")
     fetched = []
     for key in keys:
-        target = dest / key[len(prefix) + 1:]
+        target = dest / key[len(prefix) + 1 :]
         small = key.endswith((CONFIG_FILE, CONTRACT_FILE))
         if small or not target.is_file() or target.stat().st_size != store.size(key):
             tmp = target.with_name(f".sync-{target.name}")
             store.get_file(key, tmp)
             tmp.replace(target)
             fetched.append(key)
-    wanted = {dest / key[len(prefix) + 1:] for key in keys}
+    wanted = {dest / key[len(prefix) + 1 :] for key in keys}
     for path in dest.rglob("*"):
         if path.is_file() and path not in wanted:
             path.unlink()

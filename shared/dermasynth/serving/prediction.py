@@ -24,13 +24,13 @@ from scipy.special import softmax
 
 from dermasynth.data.images import decode_checked
 from dermasynth.labels import CLASS_NAMES
-from dermasynth.schemas import ClassProbability, ImageError, ImagePrediction, ImageResult, PredictionResponse
 from dermasynth.serving.abstention import decide
 from dermasynth.serving.contract import ServingContract
 from dermasynth.serving.explain import Explainer
 from dermasynth.serving.inference_client import InferenceClient, InferenceOutput, VersionUnavailable
 from dermasynth.serving.registry import LIVE_REFRESH_S, ModelRegistry
 from dermasynth.serving.retention import Retention
+from dermasynth.serving.schemas import ClassProbability, ImageError, ImagePrediction, ImageResult, PredictionResponse
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ class LiveVersions:
         except ValueError as exc:  # an invalid model name
             raise NoLiveModel(str(exc)) from None
         if version is None:
-            raise NoLiveModel(f"no version of model {name!r} is deployed; deploy one with "
-                              "`dermasynth models deploy` or POST /v1/models/{name}/deploy")
+            raise NoLiveModel(
+                f"no version of model {name!r} is deployed; deploy one with "
+                "`dermasynth models deploy` or POST /v1/models/{name}/deploy"
+            )
         key = (name, version)
         if key not in self._contracts:
             self._contracts[key] = self.registry.repository.contract(name, version)
@@ -110,8 +112,17 @@ class Predictor:
         explainer: Grad-CAM; None disables ``explain``.
     """
 
-    def __init__(self, client: InferenceClient, registry: ModelRegistry, *, default_model: str, max_images: int,
-                 max_pixels: int, retention: Retention | None = None, explainer: Explainer | None = None) -> None:
+    def __init__(
+        self,
+        client: InferenceClient,
+        registry: ModelRegistry,
+        *,
+        default_model: str,
+        max_images: int,
+        max_pixels: int,
+        retention: Retention | None = None,
+        explainer: Explainer | None = None,
+    ) -> None:
         self.client = client
         self.registry = registry
         self.live = LiveVersions(registry)
@@ -121,8 +132,9 @@ class Predictor:
         self.retention = retention
         self.explainer = explainer
 
-    async def predict(self, uploads: list[Upload], *, top_k: int = 3, explain: bool = False,
-                      model: str | None = None) -> PredictionResponse:
+    async def predict(
+        self, uploads: list[Upload], *, top_k: int = 3, explain: bool = False, model: str | None = None
+    ) -> PredictionResponse:
         """Answer every image of one request.
 
         Raises:
@@ -158,8 +170,9 @@ class Predictor:
         results = prepared.results
         if output is not None:
             if explain:  # Grad-CAM is heavy: off the event loop
-                answered = await asyncio.to_thread(self._answer, name, output, contract, prepared, uploads, top_k,
-                                                   explain)
+                answered = await asyncio.to_thread(
+                    self._answer, name, output, contract, prepared, uploads, top_k, explain
+                )
             else:
                 answered = self._answer(name, output, contract, prepared, uploads, top_k, explain)
             for index, result in zip(prepared.indices, answered, strict=True):
@@ -168,13 +181,27 @@ class Predictor:
             await asyncio.to_thread(self._retain, request_id, uploads, prepared.indices)
         final = [r for r in results if r is not None]
         succeeded = sum(isinstance(r, ImagePrediction) for r in final)
-        log.info("prediction %s: %d images, %d answered, %d rejected, model %s v%s, prepare %.1f ms, infer %.1f ms, "
-                 "total %.1f ms", request_id, len(uploads), succeeded, len(final) - succeeded, name,
-                 output.model_version if output else "-", (prepared_at - started) * 1e3,
-                 (inferred_at - prepared_at) * 1e3, (time.perf_counter() - started) * 1e3)
-        return PredictionResponse(request_id=request_id, model=name,
-                                  model_version=output.model_version if output else None, results=final,
-                                  succeeded=succeeded, failed=len(final) - succeeded)
+        log.info(
+            "prediction %s: %d images, %d answered, %d rejected, model %s v%s, prepare %.1f ms, infer %.1f ms, "
+            "total %.1f ms",
+            request_id,
+            len(uploads),
+            succeeded,
+            len(final) - succeeded,
+            name,
+            output.model_version if output else "-",
+            (prepared_at - started) * 1e3,
+            (inferred_at - prepared_at) * 1e3,
+            (time.perf_counter() - started) * 1e3,
+        )
+        return PredictionResponse(
+            request_id=request_id,
+            model=name,
+            model_version=output.model_version if output else None,
+            results=final,
+            succeeded=succeeded,
+            failed=len(final) - succeeded,
+        )
 
     def _prepare(self, uploads: list[Upload], contract: ServingContract, keep_images: bool) -> _Prepared:
         transform = contract.preprocessing.pixels_transform()
@@ -191,27 +218,46 @@ class Predictor:
                 prepared.images.append(image)
         return prepared
 
-    def _answer(self, name: str, output: InferenceOutput, contract: ServingContract, prepared: _Prepared,
-                uploads: list[Upload], top_k: int, explain: bool) -> list[ImagePrediction]:
+    def _answer(
+        self,
+        name: str,
+        output: InferenceOutput,
+        contract: ServingContract,
+        prepared: _Prepared,
+        uploads: list[Upload],
+        top_k: int,
+        explain: bool,
+    ) -> list[ImagePrediction]:
         probabilities = softmax(output.logits.astype(np.float64), axis=1)
         classes = contract.classes
         k = min(top_k, len(classes))
         answers = []
-        for row, (index, probs, ood) in enumerate(zip(prepared.indices, probabilities, output.ood_scores,
-                                                      strict=True)):
+        for row, (index, probs, ood) in enumerate(zip(prepared.indices, probabilities, output.ood_scores, strict=True)):
             order = np.argsort(-probs, kind="stable")[:k]
             decision = decide(float(probs[order[0]]), float(ood), contract.abstention)
             png = None
             if explain and self.explainer is not None:
-                png = self.explainer.explain(name, output.model_version, contract.preprocessing,
-                                             prepared.images[row], int(order[0]))
-            answers.append(ImagePrediction(
-                file=uploads[index].filename,
-                top_k=[ClassProbability(label=classes[i], name=CLASS_NAMES.get(classes[i], classes[i]),
-                                        probability=float(probs[i])) for i in order],
-                model=name, model_version=output.model_version, abstain=decision.abstain,
-                abstain_reason=decision.reason.value if decision.reason else None, abstain_detail=decision.detail,
-                ood_score=float(ood), explanation_png=base64.b64encode(png).decode() if png else None))
+                png = self.explainer.explain(
+                    name, output.model_version, contract.preprocessing, prepared.images[row], int(order[0])
+                )
+            answers.append(
+                ImagePrediction(
+                    file=uploads[index].filename,
+                    top_k=[
+                        ClassProbability(
+                            label=classes[i], name=CLASS_NAMES.get(classes[i], classes[i]), probability=float(probs[i])
+                        )
+                        for i in order
+                    ],
+                    model=name,
+                    model_version=output.model_version,
+                    abstain=decision.abstain,
+                    abstain_reason=decision.reason.value if decision.reason else None,
+                    abstain_detail=decision.detail,
+                    ood_score=float(ood),
+                    explanation_png=base64.b64encode(png).decode() if png else None,
+                )
+            )
         return answers
 
     def _retain(self, request_id: str, uploads: list[Upload], indices: list[int]) -> None:

@@ -22,10 +22,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from dermasynth.schemas import LiveModel, ModelDeployment, ModelLineage, ModelVersionInfo
 from dermasynth.serving.export import ExportedModel
 from dermasynth.serving.inference_client import InferenceClient, InferenceUnavailable
 from dermasynth.serving.model_repository import BatchingOptions, ModelRepository, check_model_name
+from dermasynth.serving.schemas import LiveModel, ModelDeployment, ModelLineage, ModelVersionInfo
 from dermasynth.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,19 @@ class ModelRegistry:
         version = self.repository.add_version(name, exported)
         contract = exported.contract
         info = ModelVersionInfo(
-            name=name, version=version, created_at=datetime.now(UTC), architecture=contract.architecture,
-            classes=list(contract.classes), image_size=contract.preprocessing.image_size,
-            min_probability=contract.abstention.min_probability, ood_threshold=contract.abstention.ood_threshold,
-            lineage=lineage)
-        self.store.put_bytes(self._key(name, "versions", f"{version}.json"), info.model_dump_json(indent=2).encode(),
-                             "application/json")
+            name=name,
+            version=version,
+            created_at=datetime.now(UTC),
+            architecture=contract.architecture,
+            classes=list(contract.classes),
+            image_size=contract.preprocessing.image_size,
+            min_probability=contract.abstention.min_probability,
+            ood_threshold=contract.abstention.ood_threshold,
+            lineage=lineage,
+        )
+        self.store.put_bytes(
+            self._key(name, "versions", f"{version}.json"), info.model_dump_json(indent=2).encode(), "application/json"
+        )
         log.info("registered model %s version %d (run %s)", name, version, lineage.run)
         return info
 
@@ -76,8 +83,9 @@ class ModelRegistry:
     def version(self, name: str, version: int) -> ModelVersionInfo:
         """One version's record. Raises :class:`UnknownModel`."""
         try:
-            info = ModelVersionInfo.model_validate_json(self.store.get_bytes(self._key(name, "versions",
-                                                                                       f"{version}.json")))
+            info = ModelVersionInfo.model_validate_json(
+                self.store.get_bytes(self._key(name, "versions", f"{version}.json"))
+            )
         except ObjectNotFound:
             known = [v.version for v in self.versions(name)]
             raise UnknownModel(f"model {name!r} has no version {version}; registered versions: {known}") from None
@@ -86,8 +94,10 @@ class ModelRegistry:
     def versions(self, name: str) -> list[ModelVersionInfo]:
         """All versions of ``name``, oldest first, with ``live`` marked."""
         live = self._state(name).version
-        infos = [ModelVersionInfo.model_validate_json(self.store.get_bytes(key))
-                 for key in self.store.list(self._key(name, "versions") + "/")]
+        infos = [
+            ModelVersionInfo.model_validate_json(self.store.get_bytes(key))
+            for key in self.store.list(self._key(name, "versions") + "/")
+        ]
         return sorted((i.model_copy(update={"live": i.version == live}) for i in infos), key=lambda i: i.version)
 
     def _state(self, name: str) -> _LiveState:
@@ -105,8 +115,9 @@ class ModelRegistry:
         """The batching options of the last deploy (defaults before the first)."""
         return self._state(name).options
 
-    def record_live(self, name: str, version: int, action: Literal["deploy", "rollback"],
-                    options: BatchingOptions) -> LiveModel:
+    def record_live(
+        self, name: str, version: int, action: Literal["deploy", "rollback"], options: BatchingOptions
+    ) -> LiveModel:
         """Point ``live`` at ``version`` and append the change to the history."""
         state = self._state(name)
         entry = ModelDeployment(version=version, action=action, at=datetime.now(UTC), previous=state.version)
@@ -131,8 +142,15 @@ class Deployer:
         ready_timeout_s: how long to wait for the new version to become ready.
     """
 
-    def __init__(self, registry: ModelRegistry, client: InferenceClient, *, sync: Callable[[], object] | None = None,
-                 settle_s: float = DEFAULT_SETTLE_S, ready_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        client: InferenceClient,
+        *,
+        sync: Callable[[], object] | None = None,
+        settle_s: float = DEFAULT_SETTLE_S,
+        ready_timeout_s: float = 180.0,
+    ) -> None:
         self.registry = registry
         self.client = client
         self.sync = sync
@@ -146,8 +164,13 @@ class Deployer:
             await asyncio.to_thread(self.sync)
         await self.client.load_model(name)
 
-    async def deploy(self, name: str, version: int, options: BatchingOptions | None = None,
-                     action: Literal["deploy", "rollback"] = "deploy") -> LiveModel:
+    async def deploy(
+        self,
+        name: str,
+        version: int,
+        options: BatchingOptions | None = None,
+        action: Literal["deploy", "rollback"] = "deploy",
+    ) -> LiveModel:
         """Make ``version`` of ``name`` live.
 
         Raises:
@@ -168,8 +191,14 @@ class Deployer:
                     await self._serve(name, [current], self.registry.serving_options(name))
                 raise DeploymentError(f"could not make {name} version {version} live: {exc}") from exc
             live = self.registry.record_live(name, version, action, options)
-            log.info("%s %s version %d live after %.1f s (was %s)", action, name, version,
-                     time.perf_counter() - started, current)
+            log.info(
+                "%s %s version %d live after %.1f s (was %s)",
+                action,
+                name,
+                version,
+                time.perf_counter() - started,
+                current,
+            )
             if current is not None and current != version:
                 await asyncio.sleep(self.settle_s)
                 await self._serve(name, [version], options)

@@ -29,12 +29,12 @@ class InvalidKey(ValueError):
 def check_key(key: str) -> str:
     """Return ``key`` if it is a valid object key, else raise :class:`InvalidKey` saying why."""
     if not key or key.startswith("/") or key.endswith("/"):
-        raise InvalidKey(f"object key {key!r} must be a non-empty relative path without a leading or "
-                         "trailing '/'")
+        raise InvalidKey(f"object key {key!r} must be a non-empty relative path without a leading or trailing '/'")
     for part in key.split("/"):
         if part in ("", ".", "..") or not _KEY_PART.match(part):
-            raise InvalidKey(f"object key {key!r}: part {part!r} is not accepted; use letters, digits and "
-                             "._-=+@, between single '/'")
+            raise InvalidKey(
+                f"object key {key!r}: part {part!r} is not accepted; use letters, digits and ._-=+@, between single '/'"
+            )
     return key
 
 

@@ -23,21 +23,42 @@ class S3Store:
     is local; the region is given, so no request goes to the public address.
     """
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *,
-                 secure: bool = False, region: str = "us-east-1", public_endpoint: str | None = None,
-                 public_secure: bool | None = None) -> None:
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-                            region=region)
-        self.signer = self.client if public_endpoint is None else Minio(
-            public_endpoint, access_key=access_key, secret_key=secret_key,
-            secure=secure if public_secure is None else public_secure, region=region)
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        public_endpoint: str | None = None,
+        public_secure: bool | None = None,
+    ) -> None:
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.signer = (
+            self.client
+            if public_endpoint is None
+            else Minio(
+                public_endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=secure if public_secure is None else public_secure,
+                region=region,
+            )
+        )
         self.bucket = bucket
         if not self.client.bucket_exists(bucket_name=bucket):
             self.client.make_bucket(bucket_name=bucket)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(bucket_name=self.bucket, object_name=check_key(key), data=io.BytesIO(data),
-                               length=len(data), content_type=content_type)
+        self.client.put_object(
+            bucket_name=self.bucket,
+            object_name=check_key(key),
+            data=io.BytesIO(data),
+            length=len(data),
+            content_type=content_type,
+        )
 
     def get_bytes(self, key: str) -> bytes:
         response = None
@@ -76,8 +97,7 @@ class S3Store:
         return int(stat.size or 0)
 
     def list(self, prefix: str = "") -> list[str]:
-        objects = self.client.list_objects(bucket_name=self.bucket, prefix=check_prefix(prefix) or None,
-                                           recursive=True)
+        objects = self.client.list_objects(bucket_name=self.bucket, prefix=check_prefix(prefix) or None, recursive=True)
         return sorted(o.object_name for o in objects if o.object_name and not o.is_dir)
 
     def delete(self, key: str) -> None:
@@ -85,14 +105,16 @@ class S3Store:
 
     def copy(self, src: str, dst: str) -> None:
         try:
-            self.client.copy_object(bucket_name=self.bucket, object_name=check_key(dst),
-                                    source=CopySource(bucket_name=self.bucket, object_name=check_key(src)))
+            self.client.copy_object(
+                bucket_name=self.bucket,
+                object_name=check_key(dst),
+                source=CopySource(bucket_name=self.bucket, object_name=check_key(src)),
+            )
         except S3Error as exc:
             raise _translate(exc, src) from exc
 
     def presigned_url(self, key: str, expires: timedelta) -> str | None:
-        return self.signer.presigned_get_object(bucket_name=self.bucket, object_name=check_key(key),
-                                                expires=expires)
+        return self.signer.presigned_get_object(bucket_name=self.bucket, object_name=check_key(key), expires=expires)
 
 
 def _translate(exc: S3Error, key: str) -> Exception:

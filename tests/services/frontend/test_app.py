@@ -24,8 +24,12 @@ APP = Path(app_module.__file__)
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(serving_redis(redis_url), tmp_path_factory.mktemp("fe"), triton_url=served.triton.url,
-                                 store_root=served.store.root)
+    deployment = ServingPlatform(
+        serving_redis(redis_url),
+        tmp_path_factory.mktemp("fe"),
+        triton_url=served.triton.url,
+        store_root=served.store.root,
+    )
     try:
         deployment.start_gateway()
         yield deployment
@@ -48,14 +52,20 @@ def _noise_png() -> bytes:
 
 
 def test_a_clinician_sees_predictions_abstentions_errors_and_heat_maps(
-        served: Served, platform: ServingPlatform, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: Served, platform: ServingPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     page = _page(platform.gateway_url, platform.key(Scope.CLINICIAN), monkeypatch)
     assert "not a diagnosis" in page.warning[0].value
     assert page.button[0].disabled  # nothing to send yet
     record = served.run.manifest.in_split("test")[0]
     lesion = served.run.manifest.path_of(record).read_bytes()
-    page.file_uploader[0].set_value([("lesion.png", lesion, "image/png"), ("noise.png", _noise_png(), "image/png"),
-                                     ("broken.png", b"hello", "image/png")])
+    page.file_uploader[0].set_value(
+        [
+            ("lesion.png", lesion, "image/png"),
+            ("noise.png", _noise_png(), "image/png"),
+            ("broken.png", b"hello", "image/png"),
+        ]
+    )
     page.sidebar.checkbox[0].check()
     page.sidebar.slider[0].set_value(2)
     page.run()
@@ -64,8 +74,7 @@ def test_a_clinician_sees_predictions_abstentions_errors_and_heat_maps(
     assert not page.exception
     assert page.subheader[0].value == "2 of 3 images answered"
     errors = [e.value for e in page.error]
-    assert any("noise.png" not in e and "Unsure: see a dermatologist" in e and "unlike the images" in e
-               for e in errors)
+    assert any("noise.png" not in e and "Unsure: see a dermatologist" in e and "unlike the images" in e for e in errors)
     assert any(e.startswith("broken.png: cannot be used (not_an_image)") for e in errors)
     bars = [p.proto.text for p in page.get("progress")]
     assert len(bars) == 4  # top 2 classes for each answered image
@@ -75,13 +84,16 @@ def test_a_clinician_sees_predictions_abstentions_errors_and_heat_maps(
     assert len(images) >= 4  # two uploads shown, and a heat map for each
 
 
-def test_gateway_problems_are_shown_not_raised(served: Served, platform: ServingPlatform,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gateway_problems_are_shown_not_raised(
+    served: Served, platform: ServingPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record = served.run.manifest.in_split("test")[0]
     upload = [("lesion.png", served.run.manifest.path_of(record).read_bytes(), "image/png")]
-    for url, key, expected in [(platform.gateway_url, "wrong-key", "401"),
-                               (f"http://127.0.0.1:{free_port()}", "any", "unreachable"),
-                               (platform.gateway_url, "", "missing_key")]:
+    for url, key, expected in [
+        (platform.gateway_url, "wrong-key", "401"),
+        (f"http://127.0.0.1:{free_port()}", "any", "unreachable"),
+        (platform.gateway_url, "", "missing_key"),
+    ]:
         page = _page(url, key, monkeypatch)
         page.file_uploader[0].set_value(upload)
         page.run()
@@ -103,6 +115,18 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_frontend_reaches_only_the_gateway() -> None:
-    assert _imports(APP) <= {"__future__", "base64", "streamlit", "dermasynth.schemas", "services.frontend.gateway"}
-    assert _imports(Path(gateway_module.__file__)) <= {"__future__", "os", "dataclasses", "httpx", "pydantic",
-                                                       "dermasynth.schemas"}
+    assert _imports(APP) <= {
+        "__future__",
+        "base64",
+        "streamlit",
+        "dermasynth.serving.schemas",
+        "services.frontend.gateway",
+    }
+    assert _imports(Path(gateway_module.__file__)) <= {
+        "__future__",
+        "os",
+        "dataclasses",
+        "httpx",
+        "pydantic",
+        "dermasynth.serving.schemas",
+    }

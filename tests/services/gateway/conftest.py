@@ -43,7 +43,11 @@ def clinician(shared_platform: Platform) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dataset_id(client: TestClient, engineer: dict[str, str], demo_dataset: Manifest) -> str:
-    response = client.post("/v1/datasets", headers=engineer, data={"name": "demo"},
-                           files={"file": ("demo.zip", zip_folder(demo_dataset.root, wrap="demo"), "application/zip")})
+    response = client.post(
+        "/v1/datasets",
+        headers=engineer,
+        data={"name": "demo"},
+        files={"file": ("demo.zip", zip_folder(demo_dataset.root, wrap="demo"), "application/zip")},
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["dataset"]["id"])

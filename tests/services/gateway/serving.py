@@ -30,13 +30,24 @@ class ServingPlatform(Platform):
 
     @property
     def env(self) -> dict[str, str]:
-        return {**super().env, "DERMASYNTH_TRITON_URL": self.triton_url, "DERMASYNTH_STORE_ROOT": str(self.store_root),
-                "DERMASYNTH_DEPLOY_SETTLE_S": "1", "DERMASYNTH_MAX_PREDICTION_IMAGES": "8"}
+        return {
+            **super().env,
+            "DERMASYNTH_TRITON_URL": self.triton_url,
+            "DERMASYNTH_STORE_ROOT": str(self.store_root),
+            "DERMASYNTH_DEPLOY_SETTLE_S": "1",
+            "DERMASYNTH_MAX_PREDICTION_IMAGES": "8",
+        }
 
     @property
     def settings(self) -> Settings:
-        return super().settings.model_copy(update={"triton_url": self.triton_url, "store_root": self.store_root,
-                                                   "deploy_settle_s": 1.0, "max_prediction_images": 8})
+        return super().settings.model_copy(
+            update={
+                "triton_url": self.triton_url,
+                "store_root": self.store_root,
+                "deploy_settle_s": 1.0,
+                "max_prediction_images": 8,
+            }
+        )
 
     def headers(self, *scopes: Scope) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key(*scopes)}"}

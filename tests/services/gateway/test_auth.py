@@ -22,14 +22,20 @@ def _concrete(path: str) -> str:
 
 
 def _operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method.upper(), path, operation) for path, item in app.openapi()["paths"].items()
-            for method, operation in item.items()]
+    return [
+        (method.upper(), path, operation)
+        for path, item in app.openapi()["paths"].items()
+        for method, operation in item.items()
+    ]
 
 
 def _engineer_routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, concrete path) that needs a key and is not a clinician's (predictions)."""
-    return [(method, _concrete(path)) for method, path, operation in _operations(app)
-            if operation.get("security") and not CLINICIAN_TAGS & set(operation.get("tags", []))]
+    return [
+        (method, _concrete(path))
+        for method, path, operation in _operations(app)
+        if operation.get("security") and not CLINICIAN_TAGS & set(operation.get("tags", []))
+    ]
 
 
 def test_every_operation_is_open_on_purpose_or_needs_a_key(app: FastAPI) -> None:
@@ -54,11 +60,14 @@ def test_a_clinician_key_is_forbidden(app: FastAPI, client: TestClient, clinicia
         assert "needs the engineer scope" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("header", [
-    {"Authorization": "Bearer not-a-key"},
-    {"X-API-Key": "dsk_000000000000_" + "a" * 43},
-    {"Authorization": "Basic dXNlcjpwYXNz"},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Authorization": "Bearer not-a-key"},
+        {"X-API-Key": "dsk_000000000000_" + "a" * 43},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
+)
 def test_bad_keys_are_refused(client: TestClient, header: dict[str, str]) -> None:
     response = client.get("/v1/jobs", headers=header)
     assert response.status_code == 401 and response.json()["detail"]

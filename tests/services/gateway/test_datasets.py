@@ -18,12 +18,17 @@ from tests.services.platform import Platform
 
 
 def _upload(client: TestClient, headers: dict[str, str], data: bytes, **form: str) -> httpx.Response:
-    return client.post("/v1/datasets", headers=headers, data={"name": "t", **form},
-                       files={"file": ("upload.zip", data, "application/zip")})
+    return client.post(
+        "/v1/datasets",
+        headers=headers,
+        data={"name": "t", **form},
+        files={"file": ("upload.zip", data, "application/zip")},
+    )
 
 
-def test_upload_list_get_report(client: TestClient, engineer: dict[str, str], dataset_id: str,
-                                demo_dataset: Manifest) -> None:
+def test_upload_list_get_report(
+    client: TestClient, engineer: dict[str, str], dataset_id: str, demo_dataset: Manifest
+) -> None:
     listed = client.get("/v1/datasets", headers=engineer).json()
     assert dataset_id in [d["id"] for d in listed]
     info = client.get(f"/v1/datasets/{dataset_id}", headers=engineer).json()
@@ -39,12 +44,14 @@ def test_a_partly_bad_upload_reports_each_rejected_file(client: TestClient, engi
     assert response.status_code == 201, response.text
     report = response.json()["report"]
     assert report["accepted"] == 5 and report["rejections"] == [
-        {"file": "mel/broken.jpg", "reason": "truncated", "detail": report["rejections"][0]["detail"]}]
+        {"file": "mel/broken.jpg", "reason": "truncated", "detail": report["rejections"][0]["detail"]}
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(BAD_UPLOADS))
-def test_bad_uploads_get_a_4xx_with_a_reason(client: TestClient, engineer: dict[str, str], name: str,
-                                             shared_platform: Platform) -> None:
+def test_bad_uploads_get_a_4xx_with_a_reason(
+    client: TestClient, engineer: dict[str, str], name: str, shared_platform: Platform
+) -> None:
     data, reason = BAD_UPLOADS[name]
     store = FilesystemStore(shared_platform.root / "store")
     before = store.list("catalog/")
@@ -65,8 +72,10 @@ def test_undecodable_images_and_wrong_layouts(client: TestClient, engineer: dict
     assert "HAM10000_metadata.csv" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("form", [{"val_frac": "0.5", "test_frac": "0.5"}, {"format": "coco"}, {"seed": "-1"},
-                                  {"name": ""}, {"val_frac": "abc"}])
+@pytest.mark.parametrize(
+    "form",
+    [{"val_frac": "0.5", "test_frac": "0.5"}, {"format": "coco"}, {"seed": "-1"}, {"name": ""}, {"val_frac": "abc"}],
+)
 def test_bad_upload_options(client: TestClient, engineer: dict[str, str], form: dict[str, str]) -> None:
     response = _upload(client, engineer, imagefolder_zip(), **form)
     assert response.status_code == 422, response.text
@@ -89,18 +98,22 @@ def test_request_size_limit(shared_platform: Platform, engineer: dict[str, str])
         services.close()
 
 
-def test_register_a_prefix_in_the_store(client: TestClient, engineer: dict[str, str],
-                                        shared_platform: Platform) -> None:
+def test_register_a_prefix_in_the_store(
+    client: TestClient, engineer: dict[str, str], shared_platform: Platform
+) -> None:
     store = FilesystemStore(shared_platform.root / "store")
     for label in ("akiec", "vasc"):
         for i in range(4):
             store.put_bytes(f"incoming/batch7/{label}/img_{i}.jpg", jpeg((20 * i, 80, 120)))
-    response = client.post("/v1/datasets/register", headers=engineer,
-                           json={"prefix": "incoming/batch7", "name": "batch 7"})
+    response = client.post(
+        "/v1/datasets/register", headers=engineer, json={"prefix": "incoming/batch7", "name": "batch 7"}
+    )
     assert response.status_code == 201, response.text
     assert response.json()["dataset"]["origin"] == "store"
     assert response.json()["dataset"]["stats"]["classes"] == {"akiec": 4, "vasc": 4}
-    for body, reason in (({"prefix": "incoming/nothing", "name": "x"}, "empty_prefix"),
-                         ({"prefix": "../etc", "name": "x"}, "invalid_path")):
+    for body, reason in (
+        ({"prefix": "incoming/nothing", "name": "x"}, "empty_prefix"),
+        ({"prefix": "../etc", "name": "x"}, "invalid_path"),
+    ):
         response = client.post("/v1/datasets/register", headers=engineer, json=body)
         assert response.status_code == 422 and response.json()["reason"] == reason, response.text

@@ -31,8 +31,11 @@ def api(shared_platform: Platform) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def uploaded(api: httpx.Client, demo_dataset: Manifest) -> str:
-    response = api.post("/v1/datasets", data={"name": "generated demo"},
-                        files={"file": ("demo.zip", zip_folder(demo_dataset.root), "application/zip")})
+    response = api.post(
+        "/v1/datasets",
+        data={"name": "generated demo"},
+        files={"file": ("demo.zip", zip_folder(demo_dataset.root), "application/zip")},
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["dataset"]["id"])
 
@@ -46,13 +49,15 @@ def _wait(api: httpx.Client, job_id: str, condition: str = "final", timeout: flo
             return seen["state"] in FINAL
         progress = seen.get("progress") or {}
         return seen["state"] in FINAL or (progress.get("epoch") or 0) >= 2
+
     wait_until(reached, timeout, f"job {job_id} to reach {condition}", interval=0.5)
     return seen
 
 
 def test_train_then_evaluate_through_the_api(api: httpx.Client, uploaded: str) -> None:
-    response = api.post("/v1/jobs", json={"kind": "training", "params": {
-        "dataset_id": uploaded, "config": {**TINY, "epochs": 2}}})
+    response = api.post(
+        "/v1/jobs", json={"kind": "training", "params": {"dataset_id": uploaded, "config": {**TINY, "epochs": 2}}}
+    )
     assert response.status_code == 202, response.text
     job = _wait(api, response.json()["id"])
     assert job["state"] == "succeeded", job
@@ -60,16 +65,25 @@ def test_train_then_evaluate_through_the_api(api: httpx.Client, uploaded: str) -
     assert job["result"]["epochs_run"] == 2 and job["result"]["metrics"]["split"] == "test"
     assert 0 <= job["result"]["metrics"]["balanced_accuracy"] <= 1
     files = {a["path"] for a in api.get(f"/v1/jobs/{job['id']}/artefacts").json()}
-    assert {"checkpoint.pth", "best.pth", "result.json", "epoch_001.pth", "epoch_002.pth", "eval/test/metrics.json",
-            "eval/test/confusion_matrix.png", "_COMPLETE.json"} <= files
+    assert {
+        "checkpoint.pth",
+        "best.pth",
+        "result.json",
+        "epoch_001.pth",
+        "epoch_002.pth",
+        "eval/test/metrics.json",
+        "eval/test/confusion_matrix.png",
+        "_COMPLETE.json",
+    } <= files
     metrics = api.get(f"/v1/jobs/{job['id']}/artefacts/eval/test/metrics.json")
     assert metrics.headers["content-type"] == "application/json"
     assert json.loads(metrics.content)["n"] == job["result"]["metrics"]["n"]
     logs = api.get(f"/v1/jobs/{job['id']}/logs").json()["lines"]
     assert any("attempt 1" in line for line in logs) and any("epoch 2/2" in line for line in logs)
 
-    response = api.post("/v1/jobs", json={"kind": "evaluation", "params": {"training_job_id": job["id"],
-                                                                           "bootstrap": 50}})
+    response = api.post(
+        "/v1/jobs", json={"kind": "evaluation", "params": {"training_job_id": job["id"], "bootstrap": 50}}
+    )
     assert response.status_code == 202, response.text
     evaluation = _wait(api, response.json()["id"])
     assert evaluation["state"] == "succeeded", evaluation
@@ -80,8 +94,9 @@ def test_train_then_evaluate_through_the_api(api: httpx.Client, uploaded: str) -
 
 
 def test_cancel_a_running_job_keeps_its_last_checkpoint(api: httpx.Client, uploaded: str) -> None:
-    response = api.post("/v1/jobs", json={"kind": "training", "params": {
-        "dataset_id": uploaded, "config": {**TINY, "epochs": 40}}})
+    response = api.post(
+        "/v1/jobs", json={"kind": "training", "params": {"dataset_id": uploaded, "config": {**TINY, "epochs": 40}}}
+    )
     job_id = response.json()["id"]
     running = _wait(api, job_id, "second epoch")
     assert running["state"] == "running", running

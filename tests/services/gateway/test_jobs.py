@@ -25,7 +25,8 @@ def _submit(client: TestClient, headers: dict[str, str], body: Any) -> httpx.Res
 
 
 def test_submit_returns_202_with_a_queued_job_and_a_message_on_its_queue(
-        client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform) -> None:
+    client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform
+) -> None:
     broker = redis.Redis.from_url(shared_platform.redis_url)
     queue = f"{broker_key_prefix(shared_platform.settings)}train"
     waiting = broker.llen(queue)
@@ -45,8 +46,9 @@ def test_submit_returns_202_with_a_queued_job_and_a_message_on_its_queue(
     assert 'dermasynth_jobs_submitted_total{kind="training"}' in client.get("/metrics").text
 
 
-def test_cancel_a_queued_job_then_refuse_a_second_cancel(client: TestClient, engineer: dict[str, str],
-                                                         dataset_id: str) -> None:
+def test_cancel_a_queued_job_then_refuse_a_second_cancel(
+    client: TestClient, engineer: dict[str, str], dataset_id: str
+) -> None:
     job = _submit(client, engineer, {"kind": "training", "params": {"dataset_id": dataset_id}}).json()
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=engineer)
     assert response.status_code == 202 and response.json()["state"] == "cancelled"
@@ -95,8 +97,9 @@ BAD_PARAMETERS: dict[str, Any] = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_PARAMETERS))
-def test_bad_parameters_get_422_with_a_reason(client: TestClient, engineer: dict[str, str], dataset_id: str,
-                                              name: str) -> None:
+def test_bad_parameters_get_422_with_a_reason(
+    client: TestClient, engineer: dict[str, str], dataset_id: str, name: str
+) -> None:
     body = BAD_PARAMETERS[name]
     if isinstance(body, dict) and isinstance(body.get("params"), dict) and body["params"].get("dataset_id") == "DS":
         body = {**body, "params": {**body["params"], "dataset_id": dataset_id}}
@@ -110,21 +113,27 @@ def test_malformed_json_body(client: TestClient, engineer: dict[str, str]) -> No
     assert response.status_code == 422
 
 
-def test_evaluating_an_unfinished_training_job_is_refused(client: TestClient, engineer: dict[str, str],
-                                                          dataset_id: str) -> None:
+def test_evaluating_an_unfinished_training_job_is_refused(
+    client: TestClient, engineer: dict[str, str], dataset_id: str
+) -> None:
     training = _submit(client, engineer, {"kind": "training", "params": {"dataset_id": dataset_id}}).json()
     response = _submit(client, engineer, {"kind": "evaluation", "params": {"training_job_id": training["id"]}})
     assert response.status_code == 422 and "succeeded training job is needed" in response.json()["detail"]
 
 
-def test_a_broker_that_is_down_gives_503_and_a_failed_job(shared_platform: Platform, engineer: dict[str, str],
-                                                          dataset_id: str) -> None:
+def test_a_broker_that_is_down_gives_503_and_a_failed_job(
+    shared_platform: Platform, engineer: dict[str, str], dataset_id: str
+) -> None:
     services = Services.from_settings(shared_platform.settings)
     dead = shared_platform.settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     services.dispatcher = Services.from_settings(dead).dispatcher
     services.dispatcher.app.conf.broker_connection_max_retries = 1
-    services.dispatcher.app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0,
-                                                              "interval_step": 0.1, "interval_max": 0.1}
+    services.dispatcher.app.conf.task_publish_retry_policy = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.1,
+        "interval_max": 0.1,
+    }
     try:
         with TestClient(create_app(services=services), raise_server_exceptions=False) as client:
             response = _submit(client, engineer, {"kind": "training", "params": {"dataset_id": dataset_id}})
@@ -138,8 +147,13 @@ def test_a_broker_that_is_down_gives_503_and_a_failed_job(shared_platform: Platf
 
 @pytest.mark.parametrize("limit", [1 << 20, 10])
 def test_artefacts_download_from_memory_or_streamed_from_disk(
-        client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform,
-        monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    client: TestClient,
+    engineer: dict[str, str],
+    dataset_id: str,
+    shared_platform: Platform,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
+) -> None:
     monkeypatch.setattr(jobs_router, "IN_MEMORY_LIMIT", limit)
     job = _submit(client, engineer, {"kind": "training", "params": {"dataset_id": dataset_id}}).json()
     store = FilesystemStore(shared_platform.root / "store")

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dermasynth.auth import Scope
-from dermasynth.data.registry import DatasetRegistry
+from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import JobKind, JobRecord, JobState, RedisJobStore, run_prefix
 from tests.services.gateway.serving import ServingPlatform, serving_redis
 from tests.triton_fixtures import Served, copy_version
@@ -24,8 +24,12 @@ ROLLOUT = "rollout"
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(serving_redis(redis_url), tmp_path_factory.mktemp("gw"), triton_url=served.triton.url,
-                                 store_root=served.store.root)
+    deployment = ServingPlatform(
+        serving_redis(redis_url),
+        tmp_path_factory.mktemp("gw"),
+        triton_url=served.triton.url,
+        store_root=served.store.root,
+    )
     try:
         yield deployment
     finally:
@@ -60,12 +64,17 @@ def test_versions_lineage_and_the_live_version(served: Served, client: TestClien
 def test_engineer_scope_is_required(client: TestClient, platform: ServingPlatform) -> None:
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/models", headers=platform.headers(Scope.CLINICIAN)).status_code == 403
-    assert client.post("/v1/models/classifier/deploy", json={"version": 1},
-                       headers=platform.headers(Scope.CLINICIAN)).status_code == 403
+    assert (
+        client.post(
+            "/v1/models/classifier/deploy", json={"version": 1}, headers=platform.headers(Scope.CLINICIAN)
+        ).status_code
+        == 403
+    )
 
 
-def test_unknown_versions_and_empty_rollbacks_are_404(served: Served, client: TestClient,
-                                                      engineer: dict[str, str]) -> None:
+def test_unknown_versions_and_empty_rollbacks_are_404(
+    served: Served, client: TestClient, engineer: dict[str, str]
+) -> None:
     missing = client.post(f"/v1/models/{served.name}/deploy", json={"version": 42}, headers=engineer)
     assert missing.status_code == 404 and "registered versions" in missing.json()["detail"]
     name = f"fresh-{uuid.uuid4().hex[:6]}"
@@ -74,13 +83,15 @@ def test_unknown_versions_and_empty_rollbacks_are_404(served: Served, client: Te
     assert nothing.status_code == 404 and "no earlier live version" in nothing.json()["detail"]
 
 
-def test_export_a_finished_training_job(served: Served, platform: ServingPlatform, client: TestClient,
-                                        engineer: dict[str, str], tmp_path: Path) -> None:
+def test_export_a_finished_training_job(
+    served: Served, platform: ServingPlatform, client: TestClient, engineer: dict[str, str], tmp_path: Path
+) -> None:
     settings = platform.settings
-    dataset = DatasetRegistry(served.store, tmp_path / "cache").push(served.run.manifest.root, name="demo")
+    dataset = DatasetCatalog(served.store, tmp_path / "cache").push(served.run.manifest.root, name="demo")
     jobs = RedisJobStore.from_url(settings.redis_url, settings.job_key_prefix)
-    job = jobs.create(JobRecord(id=uuid.uuid4().hex, kind=JobKind.TRAINING, queue="train",
-                                params={"dataset_id": dataset.id}))
+    job = jobs.create(
+        JobRecord(id=uuid.uuid4().hex, kind=JobKind.TRAINING, queue="train", params={"dataset_id": dataset.id})
+    )
     for key in served.run.store.list():  # what the training worker would have written
         served.store.put_bytes(f"{run_prefix(job.id)}/{key}", served.run.store.get_bytes(key))
 
@@ -98,8 +109,9 @@ def test_export_a_finished_training_job(served: Served, platform: ServingPlatfor
     assert absent.status_code == 404
 
 
-def test_deploy_and_rollback_under_a_stream_of_requests(served: Served, platform: ServingPlatform,
-                                                        engineer: dict[str, str]) -> None:
+def test_deploy_and_rollback_under_a_stream_of_requests(
+    served: Served, platform: ServingPlatform, engineer: dict[str, str]
+) -> None:
     """Clinicians keep sending images while an engineer deploys version 2 and rolls back: nothing fails."""
     first, second = copy_version(served, ROLLOUT), copy_version(served, ROLLOUT)
     served.deploy(ROLLOUT, first)

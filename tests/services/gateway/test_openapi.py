@@ -26,8 +26,13 @@ def _fuzz(operation: Any, mode: GenerationMode, documented: dict[str, Any], head
     """Send generated requests to one operation; False when the mode has no request to make."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def no_server_error(case: schemathesis.Case) -> None:
         response = case.call(headers=dict(headers))
         if response.status_code == 503 and "503" in documented:
@@ -49,7 +54,9 @@ def test_no_operation_answers_5xx(app: FastAPI, shared_platform: Platform, datas
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 9
-    tried = sum(_fuzz(operation, mode, spec["paths"][operation.path][operation.method.lower()].get("responses", {}),
-                      headers)
-                for operation in operations for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE))
+    tried = sum(
+        _fuzz(operation, mode, spec["paths"][operation.path][operation.method.lower()].get("responses", {}), headers)
+        for operation in operations
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    )
     assert tried > len(operations)

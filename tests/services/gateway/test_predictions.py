@@ -27,8 +27,12 @@ Files = list[tuple[str, tuple[str, bytes, str]]]
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(serving_redis(redis_url), tmp_path_factory.mktemp("gw"), triton_url=served.triton.url,
-                                 store_root=served.store.root)
+    deployment = ServingPlatform(
+        serving_redis(redis_url),
+        tmp_path_factory.mktemp("gw"),
+        triton_url=served.triton.url,
+        store_root=served.store.root,
+    )
     try:
         yield deployment
     finally:
@@ -54,15 +58,17 @@ def gateway(platform: ServingPlatform) -> str:
 
 def _files(served: Served, split: str, n: int) -> Files:
     manifest = served.run.manifest
-    return [("images", (Path(r.image).name, manifest.path_of(r).read_bytes(), "image/png"))
-            for r in manifest.in_split(split)[:n]]
+    return [
+        ("images", (Path(r.image).name, manifest.path_of(r).read_bytes(), "image/png"))
+        for r in manifest.in_split(split)[:n]
+    ]
 
 
-def test_predictions_through_the_gateway_equal_the_eager_model(served: Served, gateway: str,
-                                                               clinician: dict[str, str]) -> None:
+def test_predictions_through_the_gateway_equal_the_eager_model(
+    served: Served, gateway: str, clinician: dict[str, str]
+) -> None:
     files = _files(served, "test", 5)
-    response = httpx.post(f"{gateway}/v1/predictions", params={"top_k": 7}, files=files, headers=clinician,
-                          timeout=60)
+    response = httpx.post(f"{gateway}/v1/predictions", params={"top_k": 7}, files=files, headers=clinician, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
     trained = served.run.trained
@@ -76,8 +82,9 @@ def test_predictions_through_the_gateway_equal_the_eager_model(served: Served, g
         assert isinstance(result["abstain"], bool)
 
 
-def test_concurrent_requests_through_the_gateway_are_batched(served: Served, gateway: str,
-                                                             clinician: dict[str, str]) -> None:
+def test_concurrent_requests_through_the_gateway_are_batched(
+    served: Served, gateway: str, clinician: dict[str, str]
+) -> None:
     files = _files(served, "val", 1)
 
     async def go() -> list[int]:
@@ -101,16 +108,23 @@ def test_concurrent_requests_through_the_gateway_are_batched(served: Served, gat
     assert max(grew) > 1, f"no batch larger than one image: {grew}"
 
 
-def test_bad_images_are_named_and_the_others_answered(served: Served, client: TestClient,
-                                                      clinician: dict[str, str]) -> None:
+def test_bad_images_are_named_and_the_others_answered(
+    served: Served, client: TestClient, clinician: dict[str, str]
+) -> None:
     good = _files(served, "val", 1)
-    files = [*good, ("images", ("notes.txt", b"not an image", "text/plain")),
-             ("images", ("tiny.png", _png(Image.new("RGB", (4, 4))), "image/png"))]
+    files = [
+        *good,
+        ("images", ("notes.txt", b"not an image", "text/plain")),
+        ("images", ("tiny.png", _png(Image.new("RGB", (4, 4))), "image/png")),
+    ]
     response = client.post("/v1/predictions", files=files, headers=clinician)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    assert [(r["file"], r["status"]) for r in results] == [(good[0][1][0], "ok"), ("notes.txt", "error"),
-                                                            ("tiny.png", "error")]
+    assert [(r["file"], r["status"]) for r in results] == [
+        (good[0][1][0], "ok"),
+        ("notes.txt", "error"),
+        ("tiny.png", "error"),
+    ]
     assert results[1]["reason"] == "not_an_image" and results[2]["reason"] == "too_small"
 
     only_bad = client.post("/v1/predictions", files=files[1:], headers=clinician)
@@ -130,8 +144,9 @@ def test_request_limits_and_options(served: Served, client: TestClient, clinicia
 
 
 def test_explain_returns_a_heat_map(served: Served, client: TestClient, clinician: dict[str, str]) -> None:
-    response = client.post("/v1/predictions", files=_files(served, "test", 1), params={"explain": "true"},
-                           headers=clinician)
+    response = client.post(
+        "/v1/predictions", files=_files(served, "test", 1), params={"explain": "true"}, headers=clinician
+    )
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["explanation_png"]
 
@@ -142,8 +157,9 @@ def test_only_clinician_keys_predict(served: Served, client: TestClient, platfor
     assert client.post("/v1/predictions", files=files, headers=platform.headers(Scope.ENGINEER)).status_code == 403
 
 
-def test_triton_down_is_503_and_the_gateway_recovers_by_itself(served: Served, platform: ServingPlatform,
-                                                               clinician: dict[str, str], tmp_path: Path) -> None:
+def test_triton_down_is_503_and_the_gateway_recovers_by_itself(
+    served: Served, platform: ServingPlatform, clinician: dict[str, str], tmp_path: Path
+) -> None:
     port = free_port()
     files = _files(served, "test", 1)
     with platform.in_process(triton_url=f"127.0.0.1:{port}") as client:

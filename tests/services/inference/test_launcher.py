@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from dermasynth.config import Settings
-from dermasynth.schemas import ModelLineage
 from dermasynth.serving.inference_client import TritonClient
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import ModelRegistry
+from dermasynth.serving.schemas import ModelLineage
 from dermasynth.storage import S3Store
 from services.inference.__main__ import local_triton
 from services.inference.launcher import (
@@ -61,10 +61,21 @@ def test_a_model_that_cannot_load_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_serves_a_repository_kept_in_s3(served: Served, s3_endpoint: str, tmp_path: Path) -> None:
     """The layout the compose and Kubernetes Triton read: s3://host:port/bucket/models."""
-    settings = Settings(store="s3", s3_endpoint=s3_endpoint, s3_bucket="serving-test", s3_access_key="testing",
-                        s3_secret_key="testing", triton_url=f"127.0.0.1:{served.triton.http_port + 1}")
-    store = S3Store(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key.get_secret_value(),
-                    settings.s3_bucket, region=settings.s3_region)
+    settings = Settings(
+        store="s3",
+        s3_endpoint=s3_endpoint,
+        s3_bucket="serving-test",
+        s3_access_key="testing",
+        s3_secret_key="testing",
+        triton_url=f"127.0.0.1:{served.triton.http_port + 1}",
+    )
+    store = S3Store(
+        settings.s3_endpoint,
+        settings.s3_access_key,
+        settings.s3_secret_key.get_secret_value(),
+        settings.s3_bucket,
+        region=settings.s3_region,
+    )
     registry = ModelRegistry(store)
     version = registry.register("classifier", served.exported, ModelLineage()).version
     registry.repository.write_config("classifier", [version], BatchingOptions())
@@ -74,6 +85,7 @@ def test_serves_a_repository_kept_in_s3(served: Served, s3_endpoint: str, tmp_pa
     triton.http_port = 0  # a free one
     assert triton.repository == f"s3://{s3_endpoint}/serving-test/models" and triton.models == ["classifier"]
     with triton:
+
         async def infer() -> np.ndarray:
             client = TritonClient(triton.url)
             try:

@@ -6,8 +6,8 @@ import urllib3.exceptions
 from minio.error import S3Error, ServerError
 from pydantic import ValidationError
 
+from dermasynth.data.catalog import DatasetNotFound
 from dermasynth.data.manifest import ManifestError
-from dermasynth.data.registry import DatasetNotFound
 from dermasynth.jobs.params import TrainingParams
 from services.worker.failures import describe, is_transient
 
@@ -16,12 +16,19 @@ def _s3_error(code: str) -> S3Error:
     return S3Error(None, code, "message", "resource", "request-id", "host-id")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("exc", [
-    ConnectionRefusedError("refused"), TimeoutError("slow"), redis.ConnectionError("down"),
-    urllib3.exceptions.MaxRetryError(None, "/x"),  # type: ignore[arg-type]
-    urllib3.exceptions.ProtocolError("reset"), ServerError("503", 503), _s3_error("SlowDown"),
-    _s3_error("InternalError"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError("refused"),
+        TimeoutError("slow"),
+        redis.ConnectionError("down"),
+        urllib3.exceptions.MaxRetryError(None, "/x"),  # type: ignore[arg-type]
+        urllib3.exceptions.ProtocolError("reset"),
+        ServerError("503", 503),
+        _s3_error("SlowDown"),
+        _s3_error("InternalError"),
+    ],
+)
 def test_storage_and_network_failures_are_transient(exc: Exception) -> None:
     assert is_transient(exc)
 
@@ -34,10 +41,19 @@ def _validation_error() -> ValidationError:
     raise AssertionError("epochs=0 was accepted")
 
 
-@pytest.mark.parametrize("exc", [
-    _validation_error(), ValueError("bad option"), ManifestError("bad row"), DatasetNotFound("ds-x"),
-    FileNotFoundError("gone"), _s3_error("NoSuchKey"), _s3_error("AccessDenied"), RuntimeError("bug"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _validation_error(),
+        ValueError("bad option"),
+        ManifestError("bad row"),
+        DatasetNotFound("ds-x"),
+        FileNotFoundError("gone"),
+        _s3_error("NoSuchKey"),
+        _s3_error("AccessDenied"),
+        RuntimeError("bug"),
+    ],
+)
 def test_everything_else_fails_at_once(exc: Exception) -> None:
     assert not is_transient(exc)
 

@@ -62,16 +62,21 @@ def test_a_job_cancelled_while_its_worker_was_down_ends_cancelled(resources: Wor
 
 
 def test_transient_storage_errors_are_retried_then_fail(
-        platform: Platform, monkeypatch: pytest.MonkeyPatch,
-        demo_dataset: Manifest, caplog: pytest.LogCaptureFixture) -> None:
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, demo_dataset: Manifest, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        resources = use_platform(platform, monkeypatch, DERMASYNTH_STORE="s3",
-                                 DERMASYNTH_S3_ENDPOINT=f"127.0.0.1:{port}",
-                                 DERMASYNTH_S3_BUCKET=f"b-{uuid.uuid4().hex[:8]}", DERMASYNTH_S3_ACCESS_KEY="test",
-                                 DERMASYNTH_S3_SECRET_KEY="test-secret")
+        resources = use_platform(
+            platform,
+            monkeypatch,
+            DERMASYNTH_STORE="s3",
+            DERMASYNTH_S3_ENDPOINT=f"127.0.0.1:{port}",
+            DERMASYNTH_S3_BUCKET=f"b-{uuid.uuid4().hex[:8]}",
+            DERMASYNTH_S3_ACCESS_KEY="test",
+            DERMASYNTH_S3_SECRET_KEY="test-secret",
+        )
         dataset = resources.registry.publish(demo_dataset.root, name="demo", origin="local")
         job = _job(resources, {"dataset_id": dataset.id, "config": TINY})
     finally:

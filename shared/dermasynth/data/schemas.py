@@ -1,0 +1,58 @@
+"""Dataset schemas: import reports, per-file rejections, dataset statistics and catalog entries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from dermasynth.data.images import RejectReason
+
+
+class Rejection(BaseModel):
+    """A file left out of a dataset, and why."""
+
+    file: str
+    reason: RejectReason
+    detail: str = ""
+
+
+class ImportReport(BaseModel):
+    """What an import saw and did. ``files_seen == accepted + rejected`` always holds."""
+
+    source: str
+    format: str
+    files_seen: int
+    accepted: int
+    rejected: int
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+    rejections: list[Rejection] = Field(default_factory=list)
+    missing_files: list[str] = Field(default_factory=list, description="labelled images that are not there")
+    duplicates: list[list[str]] = Field(default_factory=list, description="groups of byte-identical images")
+    warnings: list[str] = Field(default_factory=list)
+    classes: dict[str, int] = Field(default_factory=dict)
+    splits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    split_seed: int | None = None
+
+
+class DatasetStats(BaseModel):
+    """What is in a dataset: ``dermasynth data stats`` and ``GET /v1/datasets/{id}``."""
+
+    images: int
+    lesions: int
+    classes: dict[str, int]
+    splits: dict[str, dict[str, int]]
+    sources: dict[str, int]
+
+
+class DatasetInfo(BaseModel):
+    """A dataset kept in the object store under ``datasets/{id}/``: ``GET /v1/datasets/{id}``."""
+
+    id: str
+    name: str
+    origin: str = Field(description="upload, store (registered from a store prefix), synthesis or local")
+    created_at: datetime
+    format: str = Field(description="the layout it was imported from, or 'manifest'")
+    stats: DatasetStats
+    job_id: str | None = Field(default=None, description="the synthesis job that made it")
+    parent_id: str | None = Field(default=None, description="the dataset a synthesis job started from")

@@ -1,1 +1,0 @@
-"""Honest evaluation on real images: metrics with confidence intervals, figures, reports."""
