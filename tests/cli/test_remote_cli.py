@@ -90,14 +90,14 @@ def test_refusals_are_reported_with_the_gateway_s_reason(
     env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = runner.invoke(app, ["jobs", "submit", "training", "--set", "dataset_id=ds-000000000000"])
-    assert result.exit_code == 2 and "422 unknown_reference" in result.output
+    assert result.exit_code == 1 and "422 unknown_reference" in result.output
     (tmp_path / "x.zip").write_bytes(b"not a zip")
     result = runner.invoke(app, ["datasets", "upload", str(tmp_path / "x.zip"), "--name", "x"])
-    assert result.exit_code == 2 and "not_a_zip" in result.output
+    assert result.exit_code == 1 and "not_a_zip" in result.output
     monkeypatch.setenv("DERMASYNTH_API_KEY", "dsk_000000000000_" + "a" * 43)
     get_settings.cache_clear()
     result = runner.invoke(app, ["jobs", "list"])
-    assert result.exit_code == 2 and "401" in result.output
+    assert result.exit_code == 1 and "401" in result.output
     monkeypatch.delenv("DERMASYNTH_API_KEY")
     get_settings.cache_clear()
     result = runner.invoke(app, ["jobs", "list"])

@@ -22,7 +22,7 @@ from dermasynth.serving.export import ExportError, export_trained
 from dermasynth.serving.inference_client import InferenceUnavailable
 from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
-from dermasynth.serving.schemas import LiveModel, ModelLineage, ModelVersionInfo
+from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
 from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
 from services.gateway.inference import Inference, InferenceDep
@@ -36,13 +36,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such model, version or job"},
 }
 _export_lock = threading.Lock()  # one export at a time per gateway: it is CPU-heavy
-
-
-class ModelDetail(BaseModel):
-    """A model: its live version and every registered version with lineage."""
-
-    live: LiveModel
-    versions: list[ModelVersionInfo]
 
 
 class ExportRequest(BaseModel):

@@ -10,13 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dermasynth.cli.remote import console, gateway
+from dermasynth.cli.remote import GatewayOption, KeyOption, console, gateway
 from dermasynth.data.formats import FORMATS
 
 app = typer.Typer(help="Datasets on the gateway: upload, register, list, show.", no_args_is_help=True)
-
-GatewayOption = Annotated[str | None, typer.Option("--gateway", help="gateway URL (default DERMASYNTH_GATEWAY_URL)")]
-KeyOption = Annotated[str | None, typer.Option("--key", help="API key (default DERMASYNTH_API_KEY)")]
 
 
 @app.command("upload")

@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dermasynth.cli.datasets import GatewayOption, KeyOption
-from dermasynth.cli.remote import console, gateway
+from dermasynth.cli.remote import GatewayOption, KeyOption, console, gateway
 from dermasynth.gateway_client import GatewayClient
 from dermasynth.jobs.records import JobKind, JobRecord, JobState
 

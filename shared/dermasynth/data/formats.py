@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dermasynth.data.images import RejectReason
 from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
+from dermasynth.data.schemas import RejectReason
 from dermasynth.labels import ISIC_CLASS_MAP, normalize_label
 
 Format = Literal["ham10000", "isic-csv", "imagefolder", "manifest"]
