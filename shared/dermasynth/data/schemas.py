@@ -11,6 +11,16 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 
+class DatasetFormat(StrEnum):
+    """The layouts a dataset is imported from (``auto`` detects it): ``--format`` of the CLI, ``format`` of the API."""
+
+    AUTO = "auto"
+    HAM10000 = "ham10000"
+    ISIC_CSV = "isic-csv"
+    IMAGEFOLDER = "imagefolder"
+    MANIFEST = "manifest"
+
+
 class RejectReason(StrEnum):
     """Why an image was left out. The values appear in import reports and API errors."""
 
