@@ -98,8 +98,7 @@ COMMANDS: dict[str, Entry] = {
 def load_command(name: str) -> click.Command:
     """Import the command ``name`` and build its click command (its module is imported here, not before).
 
-    Raises:
-        click.ClickException: when the install lacks a package the command needs (names the extra).
+    Exits with status 1, naming the extra to install, when the install lacks a package the command needs.
     """
     entry = COMMANDS[name]
     module_name, _, attribute = entry.target.partition(":")
@@ -108,10 +107,12 @@ def load_command(name: str) -> click.Command:
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "dermasynth":
             raise
-        raise click.ClickException(
-            f"`dermasynth {name}` needs the {entry.extra!r} extra ({exc.name} is not installed): "
-            f"pip install 'dermasynth[{entry.extra}]'"
-        ) from exc
+        typer.echo(
+            f"error: `dermasynth {name}` needs the {entry.extra!r} extra ({exc.name} is not installed): "
+            f"pip install 'dermasynth[{entry.extra}]'",
+            err=True,
+        )
+        raise typer.Exit(1) from exc
     if isinstance(target, typer.Typer):
         command: click.Command = typer.main.get_group(target)
         command.help = entry.help  # the entry is the one home of a group's help line
