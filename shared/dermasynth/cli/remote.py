@@ -66,7 +66,7 @@ def gateway(url: str | None, key: str | None) -> Iterator[GatewayClient]:
     try:
         yield client
     except GatewayError as exc:
-        label = "gateway unreachable" if exc.status == 0 else "refused"
-        raise fail(f"[red]{label}:[/red] {exc}", EXIT_USAGE if exc.reason == MISSING_KEY else EXIT_FAILED) from exc
+        message = f"[red]gateway unreachable:[/red] {exc.detail}" if exc.status == 0 else f"[red]refused:[/red] {exc}"
+        raise fail(message, EXIT_USAGE if exc.reason == MISSING_KEY else EXIT_FAILED) from exc
     finally:
         client.close()
