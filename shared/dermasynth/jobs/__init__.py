@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.states import InvalidTransition
-from dermasynth.jobs.store import JobNotFound, JobStore, RedisJobStore
+from dermasynth.jobs.store import Claim, JobNotFound, JobStore, RedisJobStore
 
 __all__ = [
+    "Claim",
     "InvalidTransition",
     "JobKind",
     "JobNotFound",
