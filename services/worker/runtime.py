@@ -151,6 +151,8 @@ class JobLogHandler(logging.Handler):
             return
         try:
             self.jobs.append_log(self.job_id, self.format(record))
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: the worker's own log has it
+            pass
         except Exception:  # a log line must never fail the job
             self.handleError(record)
 

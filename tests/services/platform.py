@@ -91,13 +91,17 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str, queues: str = "gan,train,default") -> subprocess.Popen[bytes]:
-        """A Celery worker process (solo pool) with its own dataset cache; returns once it consumes."""
+    def start_worker(
+        self, name: str, queues: str = "gan,train,default", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A Celery worker process (solo pool) with its own dataset cache (``env``: more variables);
+        returns once it consumes."""
         log = self.root / f"worker-{name}.log"
         env = {
             **self.env,
             "DERMASYNTH_CACHE_ROOT": str(self.root / f"cache-{name}"),
             "DERMASYNTH_WORKER_LIVENESS_FILE": str(self.root / f"worker-{name}.alive"),
+            **(env or {}),
         }
         process = self._spawn(
             [
