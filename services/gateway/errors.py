@@ -154,7 +154,12 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(detail, dict):  # HTTPException(detail={"reason": ..., "detail": ..., ...})
         extra = {k: v for k, v in detail.items() if k not in ("reason", "detail")}
         reason, detail = str(detail.get("reason", reason)), detail.get("detail", "")
-    if exc.status_code == 404 and detail == "Not Found":
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = (
+            "the request body could not be parsed: send well-formed JSON (application/json) or "
+            "multipart/form-data, as the operation documents"
+        )
+    elif exc.status_code == 404 and detail == "Not Found":
         detail = f"no such path: {request.method} {request.url.path} (the API is described at /docs)"
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
