@@ -52,7 +52,7 @@ _TOO_LARGE_REASONS = frozenset({"zip_bomb", "too_many_files", "too_large"})
 # The reason of an HTTPException raised without one (FastAPI's, Starlette's, or a router's).
 STATUS_REASONS: dict[int, str] = {
     400: "bad_request",
-    401: "unauthenticated",
+    401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",

@@ -294,11 +294,11 @@ CASES: list[Case] = [
     Case("a page of a million jobs", "GET", "/v1/jobs?limit=1000000", (422,), ("invalid_request",)),
     Case("cancel of an unknown job", "POST", f"/v1/jobs/{JOB_ID}/cancel", (404,), ("not_found",)),
     # -- keys -------------------------------------------------------------------------------------------
-    Case("no key", "GET", "/v1/jobs", (401,), ("unauthenticated",), as_="nobody"),
-    Case("a forged key", "GET", "/v1/jobs", (401,), ("unauthenticated",), as_="forged"),
-    Case("a revoked key", "GET", "/v1/jobs", (401,), ("unauthenticated",), as_="revoked"),
-    Case("a 10 kB key", "GET", "/v1/jobs", (401,), ("unauthenticated",), as_="huge"),
-    Case("an empty bearer", "GET", "/v1/datasets", (401,), ("unauthenticated",), as_="empty-bearer"),
+    Case("no key", "GET", "/v1/jobs", (401,), ("unauthorized",), as_="nobody"),
+    Case("a forged key", "GET", "/v1/jobs", (401,), ("unauthorized",), as_="forged"),
+    Case("a revoked key", "GET", "/v1/jobs", (401,), ("unauthorized",), as_="revoked"),
+    Case("a 10 kB key", "GET", "/v1/jobs", (401,), ("unauthorized",), as_="huge"),
+    Case("an empty bearer", "GET", "/v1/datasets", (401,), ("unauthorized",), as_="empty-bearer"),
     Case(
         "a clinician key on jobs",
         "POST",

@@ -31,10 +31,10 @@ def assert_problem(response: httpx.Response, status: int, reason: str) -> dict[s
 
 
 def test_401_403_404_405_409_422(client: TestClient, engineer: dict[str, str], clinician: dict[str, str]) -> None:
-    missing = assert_problem(client.get("/v1/jobs"), 401, "unauthenticated")
+    missing = assert_problem(client.get("/v1/jobs"), 401, "unauthorized")
     assert "X-API-Key" in missing["detail"] and missing["instance"] == "/v1/jobs"
     assert client.get("/v1/jobs").headers["www-authenticate"] == "Bearer"
-    assert_problem(client.get("/v1/jobs", headers={"X-API-Key": "dsk_forged_secret"}), 401, "unauthenticated")
+    assert_problem(client.get("/v1/jobs", headers={"X-API-Key": "dsk_forged_secret"}), 401, "unauthorized")
     assert "engineer scope" in assert_problem(client.get("/v1/jobs", headers=clinician), 403, "forbidden")["detail"]
     assert_problem(client.get(f"/v1/jobs/{'0' * 32}", headers=engineer), 404, "not_found")
     assert "no such path" in assert_problem(client.get("/v1/nothing-here"), 404, "not_found")["detail"]
