@@ -11,6 +11,9 @@ step:
 * mid-epoch of classifier training (its checkpoints are per epoch), only once half the grace period has
   passed: the epoch under way usually ends sooner and nothing is trained twice.
 
+Celery's soft shutdown (``worker_soft_shutdown_timeout``) does not fit: it serves cold shutdowns only, and
+its wait sleeps inside the signal handler, which in a solo-pool worker is the thread running the job.
+
 The job then raises :class:`HandBack`; the runtime re-queues it (state ``queued``, a new message) and
 the task returns, so Celery acks the old message and exits. If the job cannot stop by
 ``grace - FORCED_EXIT_MARGIN_S`` (a step that takes minutes), a watchdog thread gives the lease up, marks

@@ -16,8 +16,9 @@ claim lasts one lease, so a sweeper that dies half-way is followed by another), 
 
 A job is thus back on its queue at most ``lease + interval`` (80 s with the defaults) after its worker
 died. A duplicate message is harmless: a task whose job is final, or whose lease another worker holds,
-does not run it twice. The thread also touches ``DERMASYNTH_WORKER_LIVENESS_FILE`` after each sweep
-(``python -m services.worker.health`` checks it), so a wedged worker fails its liveness probe.
+does not run it twice. The thread also touches ``DERMASYNTH_WORKER_LIVENESS_FILE`` after each sweep,
+failed or not (``python -m services.worker.health`` checks it), so a wedged worker fails its liveness
+probe but a Redis outage does not get every worker restarted.
 """
 
 from __future__ import annotations
@@ -113,9 +114,12 @@ class Sweeper:
         while True:
             try:
                 self.sweep()
-                self.liveness_file.touch()
             except Exception:  # Redis down, broker down: try again at the next interval
                 logger.warning("sweep failed; trying again in %.0f s", self.interval, exc_info=True)
+            try:  # alive means: this thread runs (a Redis outage must not get every worker restarted)
+                self.liveness_file.touch()
+            except OSError:
+                logger.warning("cannot touch the liveness file %s", self.liveness_file, exc_info=True)
             if self._stop.wait(self.interval):
                 return
 
