@@ -4,8 +4,9 @@ A task calls :func:`run_job` with its job id and a body (``JobContext -> result 
 body this module:
 
 1. skips a job that has finished (its record is final or its completion marker exists);
-2. takes the job's lease, or retries later while another live worker holds it (a redelivered message
-   of a job whose worker still runs), and renews it from a heartbeat thread;
+2. takes the job's lease (and lists the job as running on its queue), or drops a duplicate message
+   while another live worker holds it (if that worker dies, the sweeper re-sends the job); renews the
+   lease from a heartbeat thread;
 3. moves the job to ``running`` (attempts + 1) and validates its parameters again;
 4. passes the body a progress callback that writes progress to the job store and raises
    :class:`~dermasynth.progress.Cancelled` once a user asked to cancel;
@@ -244,8 +245,11 @@ def run_job(task: Task, job_id: str, body: JobBody) -> None:
     owner = worker_name(task)
     lease_s = resources.settings.job_lease_s
     if not resources.jobs.acquire_lease(job_id, owner, lease_s, queue=record.queue):
-        logger.info("job %s is held by another live worker; checking again in %d s", job_id, lease_s)
-        raise task.retry(countdown=lease_s)
+        # a duplicate message (a re-send, the broker's backstop redelivery): the live holder runs the job,
+        # and if it dies the sweeper re-sends it
+        holder = resources.jobs.lease_holder(job_id) or "(gone meanwhile)"
+        logger.info("job %s is held by live worker %s; dropping this duplicate message", job_id, holder)
+        return
     started = time.monotonic()
     outcome = "failed"
     SHUTDOWN.on_deadline(lambda: _abandon(resources, job_id, owner, record.queue))

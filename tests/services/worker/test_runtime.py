@@ -63,6 +63,20 @@ def test_a_job_cancelled_while_its_worker_was_down_ends_cancelled(resources: Wor
     assert resources.jobs.get(job.id).state == JobState.CANCELLED
 
 
+def test_a_duplicate_message_of_a_job_another_worker_runs_is_dropped(
+    resources: WorkerResources, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = _job(resources, {"dataset_id": "ds-x", "config": TINY})
+    assert resources.jobs.acquire_lease(job.id, "other-host:7", 60, queue="train")
+    resources.jobs.transition(job.id, JobState.RUNNING, worker="other-host:7")
+    with caplog.at_level(logging.INFO, logger="services.worker.runtime"):
+        training.apply(args=(job.id,))
+    record = resources.jobs.get(job.id)
+    assert record.state == JobState.RUNNING and record.attempts == 1 and record.worker == "other-host:7"
+    assert "held by live worker other-host:7; dropping this duplicate message" in caplog.text
+    assert resources.jobs.lease_holder(job.id) == "other-host:7"
+
+
 def test_a_store_outage_fails_the_job_clearly_and_a_resubmission_succeeds_once_it_is_back(
     platform: Platform, monkeypatch: pytest.MonkeyPatch, demo_dataset: Manifest, caplog: pytest.LogCaptureFixture
 ) -> None:
