@@ -42,7 +42,7 @@ from pydantic import BaseModel
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import InvalidTransition, JobNotFound, JobRecord, JobState, run_prefix
 from dermasynth.jobs.params import parse_params
-from dermasynth.jobs.store import JobStore
+from dermasynth.jobs.store import ALIVE_S, JobStore
 from dermasynth.jobs.submission import COMPLETION_MARKER
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import ObjectStore, PrefixedStore
@@ -64,7 +64,8 @@ class LeaseLost(Exception):
 
 
 class Heartbeat:
-    """Renews the job's lease every third of its length from a daemon thread."""
+    """Renews the job's lease (and its alive mark) from a daemon thread, every third of the shorter of the
+    lease and :data:`~dermasynth.jobs.store.ALIVE_S` (5 s with the defaults)."""
 
     def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float, queue: str) -> None:
         self.jobs, self.job_id, self.owner, self.lease_s, self.queue = jobs, job_id, owner, lease_s, queue
@@ -73,7 +74,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
+        while not self._stop.wait(min(self.lease_s, ALIVE_S) / 3):
             try:
                 if not self.jobs.renew_lease(self.job_id, self.owner, self.lease_s, queue=self.queue):
                     self.lost = True

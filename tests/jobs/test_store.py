@@ -153,6 +153,16 @@ def test_abandoned_job_is_expired_at_once(jobs: RedisJobStore) -> None:
     assert jobs.expired_running("gan") == [job.id] and jobs.claim_expired(job.id, "gan", 5) is not None
 
 
+def test_cancel_of_a_running_job_whose_worker_stopped_beating_is_immediate(jobs: RedisJobStore) -> None:
+    job = jobs.create(_job())
+    jobs.acquire_lease(job.id, "w1", 60, queue="train")  # a long lease ...
+    jobs.transition(job.id, JobState.RUNNING, worker="w1")
+    assert jobs.request_cancel(job.id).state == JobState.RUNNING  # w1 beats: it stops at its next step
+    jobs.redis.delete(f"{jobs.prefix}:job:{job.id}:alive")  # ... but w1 has not beaten for ALIVE_S
+    assert jobs.lease_holder(job.id) == "w1"  # its lease still keeps other workers off the job
+    assert jobs.request_cancel(job.id).state == JobState.CANCELLED
+
+
 def test_cancel_of_a_running_job_whose_worker_is_gone_is_immediate(jobs: RedisJobStore) -> None:
     job = jobs.create(_job())
     jobs.acquire_lease(job.id, "w1", 0.2, queue="train")

@@ -8,12 +8,15 @@ Keys (``P`` is ``Settings.job_key_prefix``)::
     P:job:{id}:log          the last ``job_log_lines`` log lines;  P:job:{id}:logn  lines ever written
     P:job:{id}:cancel       set when a user asked to cancel
     P:job:{id}:lease        the worker running the job, with a TTL it keeps renewing
+    P:job:{id}:alive        set with each renewal, expiring after ``ALIVE_S``: the worker is beating now
     P:job:{id}:losses       how many times the job's worker was lost (its lease expired while running)
     P:jobs:running:{queue}  sorted set of the running jobs of a queue, scored by lease expiry (ms since
                             the epoch, Redis clock): what the sweeper scans and autoscalers count
 
 A lease and its entry in ``P:jobs:running:{queue}`` change together, in one Lua script, on Redis's
-clock; the lease key is the truth (a lost worker's lease expires), the sorted set its index.
+clock; the lease key is the truth (a lost worker's lease expires), the sorted set its index. Only an
+expired lease lets another worker run the job; a missing alive key (no beat for ``ALIVE_S``) is enough
+to cancel it at once, since a cancel needs no second worker.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ _NOW_MS = """
 local t = redis.call('time')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
-# KEYS: lease, running; ARGV: owner, ttl_ms, job_id. Take (or renew) the lease unless another owner holds it.
+# KEYS: lease, running, alive; ARGV: owner, ttl_ms, job_id, alive_ms. Take (or renew) the lease unless
+# another owner holds it; the short-lived alive key says the worker beat within ALIVE_S.
 _ACQUIRE = (
     _NOW_MS
     + """
 local holder = redis.call('get', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[4])
 redis.call('zadd', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 return 1
 """
@@ -51,13 +56,14 @@ _RENEW = (
     + """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('pexpire', KEYS[1], ARGV[2])
+redis.call('set', KEYS[3], ARGV[1], 'PX', ARGV[4])
 redis.call('zadd', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 return 1
 """
 )
 _RELEASE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
+redis.call('del', KEYS[1], KEYS[3])
 redis.call('zrem', KEYS[2], ARGV[2])
 return 1
 """
@@ -68,7 +74,7 @@ _ABANDON = (
     _NOW_MS
     + """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
+redis.call('del', KEYS[1], KEYS[3])
 local at = now + tonumber(ARGV[3])
 redis.call('zadd', KEYS[2], at, ARGV[2])
 return at
@@ -99,6 +105,8 @@ if score and tonumber(score) == tonumber(ARGV[2]) then return redis.call('zrem',
 return 0
 """
 _LIST_BATCH = 200
+ALIVE_S = 15.0
+"""A running job's worker beats every third of this (and of the lease); no beat for this long: it is gone."""
 
 
 class JobNotFound(KeyError):
@@ -331,14 +339,14 @@ class RedisJobStore:
         if record.terminal:
             raise InvalidTransition(job_id, record.state, JobState.CANCELLED)
         self.redis.set(self._key(job_id, "cancel"), "1")
-        key, lease = self._key(job_id), self._key(job_id, "lease")
+        key, lease, alive = self._key(job_id), self._key(job_id, "lease"), self._key(job_id, "alive")
 
         def apply(pipe: Pipeline) -> None:
             raw = pipe.get(key)
             if raw is None:
                 raise JobNotFound(job_id)
             current = JobRecord.model_validate_json(raw)
-            if current.terminal or (current.state == JobState.RUNNING and pipe.exists(lease)):
+            if current.terminal or (current.state == JobState.RUNNING and pipe.exists(lease) and pipe.exists(alive)):
                 return  # final already, or a live worker that sees the flag at its next step
             # queued, or running on a worker that is gone: nobody would act on the flag, so end it here
             now = utcnow()
@@ -350,26 +358,29 @@ class RedisJobStore:
             pipe.set(key, updated.model_dump_json(exclude={"progress", "cancel_requested"}))
             pipe.zrem(self.running_key(current.queue), job_id)
 
-        self.redis.transaction(apply, key, lease)
+        self.redis.transaction(apply, key, lease, alive)
         return self.get(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(self._key(job_id, "cancel")))
 
     # -- leases ------------------------------------------------------------------------------------
+    def _lease_keys(self, job_id: str, queue: str) -> builtins.list[str]:
+        return [self._key(job_id, "lease"), self.running_key(queue), self._key(job_id, "alive")]
+
     def acquire_lease(self, job_id: str, owner: str, ttl_s: float, *, queue: str) -> bool:
-        keys = [self._key(job_id, "lease"), self.running_key(queue)]
-        return bool(self._acquire(keys=keys, args=[owner, int(ttl_s * 1000), job_id]))
+        args: builtins.list[str | int] = [owner, int(ttl_s * 1000), job_id, int(min(ttl_s, ALIVE_S) * 1000)]
+        return bool(self._acquire(keys=self._lease_keys(job_id, queue), args=args))
 
     def renew_lease(self, job_id: str, owner: str, ttl_s: float, *, queue: str) -> bool:
-        keys = [self._key(job_id, "lease"), self.running_key(queue)]
-        return bool(self._renew(keys=keys, args=[owner, int(ttl_s * 1000), job_id]))
+        args: builtins.list[str | int] = [owner, int(ttl_s * 1000), job_id, int(min(ttl_s, ALIVE_S) * 1000)]
+        return bool(self._renew(keys=self._lease_keys(job_id, queue), args=args))
 
     def release_lease(self, job_id: str, owner: str, *, queue: str) -> None:
-        self._release(keys=[self._key(job_id, "lease"), self.running_key(queue)], args=[owner, job_id])
+        self._release(keys=self._lease_keys(job_id, queue), args=[owner, job_id])
 
     def abandon_lease(self, job_id: str, owner: str, *, queue: str, delay_s: float = 0.0) -> Claim | None:
-        keys = [self._key(job_id, "lease"), self.running_key(queue)]
+        keys = self._lease_keys(job_id, queue)
         score = int(self._abandon(keys=keys, args=[owner, job_id, int(delay_s * 1000)]))
         return Claim(job_id, queue, score) if score else None
 
