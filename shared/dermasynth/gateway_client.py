@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dermasynth import __version__
+from dermasynth.config import Settings
 from dermasynth.data.archives import write_archive
 from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPage
@@ -35,7 +36,8 @@ from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo,
 API_KEY_HEADER = "X-API-Key"
 ENV_GATEWAY_URL = "DERMASYNTH_GATEWAY_URL"
 ENV_API_KEY = "DERMASYNTH_API_KEY"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+DEFAULT_GATEWAY_URL: str = Settings.model_fields["gateway_url"].default
+"""The settings' default (one home for it): a gateway on this machine."""
 DEFAULT_TIMEOUT_S = 300.0
 """Uploads of large datasets and predictions with heat maps take a while; a read waits at most this long."""
 

@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dermasynth.gateway_client import ENV_API_KEY, ENV_GATEWAY_URL, MISSING_KEY, GatewayClient, GatewayError
+from dermasynth.gateway_client import (
+    DEFAULT_GATEWAY_URL,
+    ENV_API_KEY,
+    ENV_GATEWAY_URL,
+    MISSING_KEY,
+    GatewayClient,
+    GatewayError,
+)
 
 console = Console(stderr=True)
 
@@ -27,7 +34,9 @@ EXIT_USAGE = 2
 
 GatewayOption = Annotated[
     str | None,
-    typer.Option("--gateway", envvar=ENV_GATEWAY_URL, show_envvar=True, help="gateway URL", show_default=False),
+    typer.Option(
+        "--gateway", envvar=ENV_GATEWAY_URL, show_envvar=True, help=f"gateway URL [default: {DEFAULT_GATEWAY_URL}]"
+    ),
 ]
 KeyOption = Annotated[
     str | None,
