@@ -121,11 +121,14 @@ def _exported_version(record: JobRecord) -> str:
 def export(
     training_job_id: Annotated[str, typer.Argument(help="a succeeded training job (`dermasynth jobs list`)")],
     name: Annotated[str, typer.Option("--name", help="the served model's name")] = "classifier",
-    which: Annotated[Checkpoint, typer.Option(help="which checkpoint of the run")] = Checkpoint.BEST,
-    min_probability: Annotated[float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability")] = 0.5,
+    which: Annotated[Checkpoint | None, typer.Option(help="which checkpoint of the run [default: best]")] = None,
+    min_probability: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="abstain below this top probability [default: the gateway's]")
+    ] = None,
     ood_quantile: Annotated[
-        float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold")
-    ] = 0.95,
+        float | None,
+        typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold [default: the gateway's]"),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="when the gateway queues the export as a job: follow it")
     ] = True,
@@ -139,7 +142,11 @@ def export(
     """
     with gateway(url, key) as client:
         exported = client.export_model(
-            training_job_id, name=name, which=which.value, min_probability=min_probability, ood_quantile=ood_quantile
+            training_job_id,
+            name=name,
+            which=which.value if which else None,
+            min_probability=min_probability,
+            ood_quantile=ood_quantile,
         )
         if isinstance(exported, JobRecord):
             console.print(f"export queued as job {exported.id}")
