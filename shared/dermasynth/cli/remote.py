@@ -46,9 +46,16 @@ KeyOption = Annotated[
 
 def _settings_fallback() -> tuple[str, str]:
     """The URL and key of the settings (they also read a ``.env`` file)."""
+    from pydantic import ValidationError
+
     from dermasynth.config import get_settings
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a client must not fail on a service's setting it does not use
+        first = exc.errors()[0]
+        console.print(f"[yellow]ignoring the DERMASYNTH_* settings:[/yellow] {first['loc']}: {first['msg']}")
+        return DEFAULT_GATEWAY_URL, ""
     return settings.gateway_url, settings.api_key.get_secret_value() if settings.api_key else ""
 
 
