@@ -43,7 +43,11 @@ def _with_triton(use: Callable[[Deployer], Awaitable[T]]) -> T:
     async def go() -> T:
         client = TritonClient(settings.triton_url, timeout_s=settings.triton_timeout_s)
         try:
-            return await use(Deployer(_registry(), client, settle_s=settings.deploy_settle_s))
+            return await use(
+                Deployer(
+                    _registry(), client, settle_s=settings.deploy_settle_s, instance_kind=settings.serving_instance_kind
+                )
+            )
         finally:
             await client.close()
 
@@ -64,12 +68,14 @@ def export(
     data: Annotated[Path, typer.Option("--data", help="the dataset folder it was trained on (manifest.csv)")],
     name: NameOption = "classifier",
     which: Annotated[str, typer.Option(help="best or latest checkpoint")] = "best",
-    min_probability: Annotated[float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability")] = 0.5,
+    min_probability: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability (0: off; sets decide)")
+    ] = 0.0,
     ood_quantile: Annotated[
         float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold")
     ] = 0.95,
 ) -> None:
-    """Export a trained run (TorchScript + contract, parity-checked) as a new version; deploy it separately."""
+    """Export a trained run (ONNX + calibrated contract, parity-checked) as a new version; deploy it separately."""
     from dermasynth.classifier.checkpoint import load_trained
     from dermasynth.serving.export import export_trained
 
@@ -133,7 +139,7 @@ def deploy(
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Triton's largest batch")] = None,
     queue_delay_us: Annotated[int | None, typer.Option(min=0, help="dynamic batching queue delay")] = None,
     instances: Annotated[int | None, typer.Option(min=1, help="model instances")] = None,
-    threads: Annotated[int | None, typer.Option(min=0, help="torch intra-op threads per instance")] = None,
+    threads: Annotated[int | None, typer.Option(min=0, help="onnxruntime intra-op threads per instance")] = None,
     gpu: Annotated[bool | None, typer.Option(help="run the instances on the GPU")] = None,
 ) -> None:
     """Make a version live on Triton; the previous one serves until the new one is ready."""
