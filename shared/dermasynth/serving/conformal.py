@@ -2,12 +2,14 @@
 
 Each image gets the set of classes that, with probability at least ``coverage`` over exchangeable
 images, contains its true class (Romano et al. 2020, APS; Angelopoulos et al. 2021, RAPS). The
-conformity score of class ``y`` is the probability mass of the classes ranked above it plus its own,
-plus ``lam * max(0, rank(y) - k_reg)`` for RAPS; the threshold ``qhat`` is the
+conformity score of class ``y`` is the probability mass of the classes ranked above it, plus
+``lam * max(0, rank(y) - k_reg)`` for RAPS; the threshold ``qhat`` is the
 ``ceil((n + 1) * coverage) / n`` empirical quantile of the true classes' scores on ``n`` calibration
-images, and a set holds every class whose score is at most ``qhat`` (the top class always). The score
-is not randomized, so served sets are deterministic; with continuous probabilities the coverage lies
-between ``coverage`` and ``coverage + 1 / (n + 1)`` on average.
+images, and a set holds every class whose score is at most ``qhat``. The score is not randomized, so
+served sets are deterministic; counting only the mass *above* a class (the non-randomized APS with
+``u = 0``) puts the top class in every set (its score is 0) without breaking the guarantee: the
+coverage lies between ``coverage`` and ``coverage + 1 / (n + 1)`` on average, up to the share of
+images whose true class is ranked first when that share exceeds ``coverage`` (then sets are single).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _scores(probabilities: np.ndarray, lam: float, k_reg: int) -> np.ndarray:
     cumulative = np.cumsum(sorted_p, axis=1)
     ranks = np.arange(1, probabilities.shape[1] + 1)
     penalty = lam * np.maximum(0, ranks - k_reg)
-    sorted_scores = cumulative + penalty[None, :]
+    sorted_scores = cumulative - sorted_p + penalty[None, :]
     scores = np.empty_like(sorted_scores)
     np.put_along_axis(scores, order, sorted_scores, axis=1)
     return scores
@@ -85,10 +87,7 @@ def fit_conformal(
 
 def prediction_sets(probabilities: np.ndarray, sets: ConformalSets) -> np.ndarray:
     """(N, C) boolean membership of each class in each image's set (the top class is always in)."""
-    p = probabilities.astype(np.float64)
-    member = _scores(p, sets.lam, sets.k_reg) <= sets.qhat
-    member[np.arange(p.shape[0]), p.argmax(axis=1)] = True
-    return member
+    return _scores(probabilities.astype(np.float64), sets.lam, sets.k_reg) <= sets.qhat
 
 
 def set_metrics(probabilities: np.ndarray, targets: np.ndarray, sets: ConformalSets) -> dict[str, float]:

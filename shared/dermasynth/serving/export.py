@@ -272,10 +272,10 @@ def to_onnx(module: ServingModule, image_size: int, opset: int = ONNX_OPSET) -> 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=_LEGACY_EXPORTER)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(  # type: ignore[arg-type]  # the TorchScript exporter writes to any binary file
+        torch.onnx.export(
             module.eval(),
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to any binary file
             input_names=[INPUT_NAME],
             output_names=outputs,
             dynamic_axes=axes,
