@@ -136,6 +136,6 @@ def test_selective_accuracy_rises_as_coverage_falls() -> None:
 
 
 def test_bad_priors_are_refused() -> None:
-    x, y = gaussian_lesions(100, seed=0)
+    _, y = gaussian_lesions(100, seed=0)
     with pytest.raises(ValueError, match="7 non-negative numbers"):
         fit_serving_calibration(np.zeros((100, 7)), y, CLASSES, train_prior=np.ones(3), deployment_prior=REAL_PRIOR)
