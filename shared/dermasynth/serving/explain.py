@@ -56,8 +56,10 @@ def grad_cam_layer(model: nn.Module, image_size: int) -> nn.Module:
 
 
 def normalize_cam(cam: np.ndarray, image_size: int) -> np.ndarray:
-    """A raw class activation map (h, w) as grad-cam presents its maps: ReLU, min-max to [0, 1], resized."""
-    return scale_cam_image(np.maximum(cam, 0)[None], (image_size, image_size))[0]
+    """A raw class activation map (h, w) as grad-cam presents its maps: ReLU, min-max to [0, 1], resized,
+    and min-max again (what its layer aggregation does after the resize)."""
+    resized = scale_cam_image(np.maximum(cam, 0)[None], (image_size, image_size))
+    return np.asarray(scale_cam_image(np.maximum(resized, 0)))[0]
 
 
 def overlay_png(preprocessing: Preprocessing, image: Image.Image, heat: np.ndarray) -> bytes:

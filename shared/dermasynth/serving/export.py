@@ -109,7 +109,7 @@ class ServingModule(nn.Module):
             backbone.get_submodule(cam_layer).register_forward_hook(self._keep_map)
 
     def _keep_map(self, _module: nn.Module, _args: object, output: torch.Tensor) -> None:
-        self._maps.append(output)
+        self._maps.append(output.clone())  # a later in-place op (DenseNet's ReLU) must not change it
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self._maps.clear()
@@ -168,7 +168,8 @@ def cam_layer_name(model: nn.Module, image_size: int, seed: int = 0) -> str | No
     """The layer whose Grad-CAM is the class activation map, or None when the head is not GAP + Linear.
 
     Holds when the head's input equals the spatial mean of that layer's output, checked on random
-    inputs (so a ReLU or an MLP between them rules it out).
+    inputs (so a ReLU or an MLP between them rules it out; the output is copied before any in-place
+    op of the forward pass, such as DenseNet's ``relu(inplace=True)``, can change it).
     """
     found = last_spatial_layer(model, image_size)
     if found is None:
@@ -178,7 +179,7 @@ def cam_layer_name(model: nn.Module, image_size: int, seed: int = 0) -> str | No
     maps: list[torch.Tensor] = []
     inputs: list[torch.Tensor] = []
     hooks = [
-        layer.register_forward_hook(lambda _m, _a, out: maps.append(out)),
+        layer.register_forward_hook(lambda _m, _a, out: maps.append(out.clone())),
         head.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])),
     ]
     generator = torch.Generator().manual_seed(seed)
@@ -270,6 +271,7 @@ def to_onnx(module: ServingModule, image_size: int, opset: int = ONNX_OPSET) -> 
         axes[CAM_NAME] = {0: "batch", 2: "map_height", 3: "map_width"}
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=_LEGACY_EXPORTER)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
@@ -322,7 +324,9 @@ def check_parity(
     prob_diff = float(np.abs(probs - reference).max())
     ood_diff = float(np.abs(got[1] - eager[1]).max()) / max(abs(ood_threshold), 1e-12)
     cam_diff = 0.0
-    if len(eager) > 2:
+    if len(eager) != len(got):  # a CAM output missing on one side
+        cam_diff = float("inf")
+    elif len(eager) > 2:
         cam_diff = float(np.abs(got[2] - eager[2]).max()) / max(float(np.abs(eager[2]).max()), 1e-12)
     return ParityReport(
         images=len(images),
