@@ -116,7 +116,7 @@ def test_export_a_finished_training_job(
 
     worker = platform.start_worker("export", queues="default")
     try:
-        wait_until(lambda: jobs.get(export_id).state.terminal, 240, "the export job to finish")
+        wait_until(lambda: jobs.get(export_id).terminal, 240, "the export job to finish")
     finally:
         platform.stop(worker)
     done = jobs.get(export_id)
