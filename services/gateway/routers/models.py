@@ -15,16 +15,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dermasynth.jobs import JobKind, JobState
 from dermasynth.jobs.params import ExportParams
 from dermasynth.jobs.submission import submit_job
 from dermasynth.serving.inference_client import InferenceUnavailable
-from dermasynth.serving.model_repository import BatchingOptions
+from dermasynth.serving.model_repository import BatchingChanges, BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
-from dermasynth.serving.schemas import LiveModel, ModelVersionInfo
+from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo
 from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep
+from services.gateway.errors import problem_response
 from services.gateway.inference import Inference, InferenceDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -35,13 +36,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks the engineer scope"},
     404: {"description": "no such model, version or job"},
 }
-
-
-class ModelDetail(BaseModel):
-    """A model: its live version and every registered version with lineage."""
-
-    live: LiveModel
-    versions: list[ModelVersionInfo]
 
 
 ExportRequest = ExportParams
@@ -58,12 +52,12 @@ class ExportAccepted(BaseModel):
 
 
 class DeployRequest(BaseModel):
-    """Make a version live, optionally with new batching options (else the last deploy's)."""
+    """Make a version live, optionally changing some batching options (the others stay the last deploy's)."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
-    batching: BatchingOptions | None = None
+    batching: BatchingChanges | None = None
 
 
 class RollbackRequest(BaseModel):
@@ -75,7 +69,7 @@ class RollbackRequest(BaseModel):
 
 
 def _error(code: int, detail: str, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "reason": reason}, status_code=code)
+    return problem_response(code, reason, detail)
 
 
 @router.get("", response_model=list[LiveModel], responses=_ERRORS, summary="Models and their live versions")
@@ -154,7 +148,15 @@ def export_model(
 async def deploy(
     _: EngineerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
 ) -> LiveModel | JSONResponse:
-    return await _switch(inference, name, request.version, request.batching, rollback=False)
+    options = None
+    if request.batching is not None:
+        current = await asyncio.to_thread(inference.registry.serving_options, name)
+        try:
+            options = current.changed(request.batching)
+        except ValidationError as exc:
+            problems = "; ".join(error["msg"] for error in exc.errors())
+            return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, f"batching: {problems}", "invalid_batching")
+    return await _switch(inference, name, request.version, options, rollback=False)
 
 
 @router.post(
