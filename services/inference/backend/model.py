@@ -5,7 +5,7 @@ backend directory as ``onnxruntime/model.py`` (beside ``python/libtriton_python.
 every model whose ``config.pbtxt`` says ``backend: "onnxruntime"``, as the official image's
 onnxruntime backend does: it loads ``{version}/model.onnx`` into an onnxruntime session, feeds the
 input by name, returns the outputs by name, and honours the ``intra_op_thread_count`` and
-``inter_op_thread_count`` parameters. So local and production servers run the same graph with the
+``inter_op_thread_count`` parameters (and ``allow_spinning``, off unless set to 1). So local and production servers run the same graph with the
 same engine, from one model repository.
 
 The stub's embedded interpreter finds its ``sys.prefix`` through ``python3`` on ``PATH``; the launcher
@@ -37,6 +37,8 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(params.get("intra_op_thread_count") or 0)
         options.inter_op_num_threads = int(params.get("inter_op_thread_count") or 0)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle threads sleep instead of spinning unless the config asks for spinning (a dedicated server)
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning") or "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         if args["model_instance_kind"] == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))

@@ -293,6 +293,9 @@ def onnx_session(graph: bytes, threads: int = 0) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # idle threads sleep instead of spinning (onnxruntime's OMP_WAIT_POLICY=PASSIVE): on a few shared cores
+    # a spinning pool starves the other processes
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
 
 
