@@ -5,8 +5,8 @@ backend directory as ``onnxruntime/model.py`` (beside ``python/libtriton_python.
 every model whose ``config.pbtxt`` says ``backend: "onnxruntime"``, as the official image's
 onnxruntime backend does: it loads ``{version}/model.onnx`` into an onnxruntime session, feeds the
 input by name, returns the outputs by name, and honours the ``intra_op_thread_count`` and
-``inter_op_thread_count`` parameters (and ``allow_spinning``, off unless set to 1). So local and production servers run the same graph with the
-same engine, from one model repository.
+``inter_op_thread_count`` parameters (and ``allow_spinning``, off unless set to 1). So local and
+production servers run the same graph with the same engine, from one model repository.
 
 The stub's embedded interpreter finds its ``sys.prefix`` through ``python3`` on ``PATH``; the launcher
 puts the serving virtual environment first there, so onnxruntime and numpy come from it.
