@@ -60,7 +60,9 @@ class Inference:
             retention=retention,
             explainer=Explainer(registry.repository),
         )
-        deployer = Deployer(registry, client, settle_s=settings.deploy_settle_s)
+        deployer = Deployer(
+            registry, client, settle_s=settings.deploy_settle_s, instance_kind=settings.serving_instance_kind
+        )
         return cls(settings, client, registry, predictor, deployer, retention)
 
     async def restore_live_models(self) -> list[str]:

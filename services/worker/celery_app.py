@@ -32,6 +32,7 @@ TASK_MODULES = [
     "services.worker.tasks.training",
     "services.worker.tasks.evaluation",
     "services.worker.tasks.experiment",
+    "services.worker.tasks.export",
 ]
 
 app = make_celery(get_settings(), "dermasynth-worker")

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         "deploy moved the live pointer (longer than the gateways' refresh)",
     )
 
+    # Issue 14: serving (ONNX on Triton, calibrated predictions).
+    serving_instance_kind: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="Triton instance group kind of deployed models unless a deploy names one; the GPU overlay sets gpu",
+    )
+
     # Security and limits.
     api_key_pepper: SecretStr = SecretStr(DEFAULT_KEY_PEPPER)
     max_image_pixels: int = Field(default=50_000_000, gt=0, description="decompression-bomb guard")

@@ -17,7 +17,7 @@ from tritonclient.http import InferInput, InferRequestedOutput
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from dermasynth.serving.contract import INPUT_NAME, LOGITS_NAME, OOD_SCORE_NAME
+from dermasynth.serving.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME, OOD_SCORE_NAME
 
 
 class InferenceUnavailable(RuntimeError):
@@ -34,18 +34,20 @@ class InferenceFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class InferenceOutput:
-    """Raw model outputs for a batch: logits (N, C), OOD scores (N,), and the version that answered."""
+    """Raw model outputs for a batch: logits (N, C), OOD scores (N,), the version that answered, and the
+    class-activation maps (N, C, h, w) when they were asked for."""
 
     logits: np.ndarray
     ood_scores: np.ndarray
     model_version: int
+    cams: np.ndarray | None = None
 
 
 class InferenceClient(Protocol):
     """What DermaSynth needs from an inference server."""
 
-    async def infer(self, model: str, version: int, pixels: np.ndarray) -> InferenceOutput:
-        """Run ``version`` of ``model`` on uint8 pixels (N, 3, S, S)."""
+    async def infer(self, model: str, version: int, pixels: np.ndarray, cam: bool = False) -> InferenceOutput:
+        """Run ``version`` of ``model`` on uint8 pixels (N, 3, S, S); ``cam``: also the class-activation maps."""
         ...
 
     async def server_ready(self) -> bool:
@@ -91,8 +93,9 @@ class TritonClient:
             InferRequestedOutput(LOGITS_NAME, binary_data=True),
             InferRequestedOutput(OOD_SCORE_NAME, binary_data=True),
         ]
+        self._with_cam = [*self._outputs, InferRequestedOutput(CAM_NAME, binary_data=True)]
 
-    async def infer(self, model: str, version: int, pixels: np.ndarray) -> InferenceOutput:
+    async def infer(self, model: str, version: int, pixels: np.ndarray, cam: bool = False) -> InferenceOutput:
         """Run one batch; raises :class:`InferenceUnavailable`, :class:`VersionUnavailable` or
         :class:`InferenceFailed`."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
@@ -100,7 +103,8 @@ class TritonClient:
         tensor = InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
         tensor.set_data_from_numpy(pixels, binary_data=True)
         try:
-            result = await self._client.infer(model, [tensor], model_version=str(version), outputs=self._outputs)
+            outputs = self._with_cam if cam else self._outputs
+            result = await self._client.infer(model, [tensor], model_version=str(version), outputs=outputs)
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
             if any(marker in message.lower() for marker in _NOT_LOADED):
@@ -113,8 +117,11 @@ class TritonClient:
         logits, ood = result.as_numpy(LOGITS_NAME), result.as_numpy(OOD_SCORE_NAME)
         if logits is None or ood is None:
             raise InferenceFailed(f"Triton at {self.url} returned no {LOGITS_NAME}/{OOD_SCORE_NAME} outputs")
+        cams = result.as_numpy(CAM_NAME) if cam else None
+        if cam and cams is None:
+            raise InferenceFailed(f"Triton at {self.url} returned no {CAM_NAME} output")
         answered = result.get_response().get("model_version", version)
-        return InferenceOutput(logits=logits, ood_scores=ood.reshape(-1), model_version=int(answered))
+        return InferenceOutput(logits=logits, ood_scores=ood.reshape(-1), model_version=int(answered), cams=cams)
 
     async def server_ready(self) -> bool:
         try:
