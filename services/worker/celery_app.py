@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from dermasynth.config import get_settings
 from dermasynth.jobs.queues import make_celery
-from services.worker.runtime import LOG_FORMAT
+from dermasynth.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ app.conf.update(include=TASK_MODULES)
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    """Plain ``logging`` to stderr at ``DERMASYNTH_LOG_LEVEL`` (Celery's own setup is skipped)."""
-    logging.basicConfig(level=get_settings().log_level, format=LOG_FORMAT)
+    """``logging`` to stderr at ``DERMASYNTH_LOG_LEVEL`` in ``DERMASYNTH_LOG_FORMAT`` (Celery's own setup is
+    skipped)."""
+    configure_logging(get_settings())
 
 
 @signals.worker_init.connect

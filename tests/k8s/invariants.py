@@ -24,8 +24,16 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc | None:
     return next((doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name), None)
 
 
+def the(docs: list[Doc], kind: str, name: str) -> Doc:
+    """The one object of ``kind`` named ``name`` (KeyError when there is none)."""
+    found = named(docs, kind, name)
+    if found is None:
+        raise KeyError(f"no {kind}/{name}")
+    return found
+
+
 def pod_spec(workload: Doc) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return workload["spec"]["template"]["spec"]  # type: ignore[no-any-return,unused-ignore]
 
 
 def containers(workload: Doc, init: bool = True) -> list[dict[str, Any]]:
@@ -44,6 +52,40 @@ def config(docs: list[Doc]) -> dict[str, str]:
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def container_environment(docs: list[Doc], container: dict[str, Any]) -> dict[str, str]:
+    """The environment Kubernetes gives ``container``: envFrom ConfigMaps, then env entries, with ConfigMap and
+    Secret keys resolved and $(VAR) references expanded as the kubelet does."""
+    import base64
+
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    secrets = {
+        d["metadata"]["name"]: {
+            **{k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()},
+            **d.get("stringData", {}),
+        }
+        for d in of_kind(docs, "Secret")
+    }
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            environment.update(configmaps[source["configMapRef"]["name"]])
+        if "secretRef" in source:
+            environment.update(secrets[source["secretRef"]["name"]])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            environment[entry["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: environment.get(m.group(1), m.group(0)), entry["value"]
+            )
+            continue
+        reference = entry["valueFrom"]
+        if "secretKeyRef" in reference:
+            environment[entry["name"]] = secrets[reference["secretKeyRef"]["name"]][reference["secretKeyRef"]["key"]]
+        elif "configMapKeyRef" in reference:
+            ref = reference["configMapKeyRef"]
+            environment[entry["name"]] = configmaps[ref["name"]][ref["key"]]
+    return environment
 
 
 def queues_of(container: dict[str, Any]) -> set[str]:
@@ -196,7 +238,10 @@ def check_secrets(docs: list[Doc]) -> list[str]:
     """No secret in a ConfigMap; containers take single keys of existing Secrets, never a whole Secret; the
     frontend gets none and Triton only its own."""
     problems = []
-    secrets = {doc["metadata"]["name"]: set(doc.get("data", {})) | set(doc.get("stringData", {})) for doc in of_kind(docs, "Secret")}
+    secrets = {
+        doc["metadata"]["name"]: set(doc.get("data", {})) | set(doc.get("stringData", {}))
+        for doc in of_kind(docs, "Secret")
+    }
     for configmap in of_kind(docs, "ConfigMap"):
         for key, value in configmap.get("data", {}).items():
             if SECRET_WORDS.search(key) or URL_WITH_PASSWORD.search(str(value)):
@@ -215,7 +260,9 @@ def check_secrets(docs: list[Doc]) -> list[str]:
                 if ref:
                     keys.add(ref["key"])
                     if ref["key"] not in secrets.get(ref["name"], set()):
-                        problems.append(f"{where}: {entry['name']} names {ref['name']}/{ref['key']}, which does not exist")
+                        problems.append(
+                            f"{where}: {entry['name']} names {ref['name']}/{ref['key']}, which does not exist"
+                        )
             if name == "frontend" and keys:
                 problems.append(f"{where}: the frontend gets secrets {sorted(keys)}")
             if name == "triton" and not keys <= {"TRITON_S3_ACCESS_KEY", "TRITON_S3_SECRET_KEY", "TRITON_ADMIN_KEY"}:
@@ -235,7 +282,10 @@ def check_triton(docs: list[Doc]) -> list[str]:
     problems = []
     for service in of_kind(docs, "Service"):
         if service["spec"].get("type", "ClusterIP") != "ClusterIP":
-            problems.append(f"Service/{service['metadata']['name']} is {service['spec']['type']}: nothing is exposed but through the Ingress")
+            problems.append(
+                f"Service/{service['metadata']['name']} is {service['spec']['type']}: "
+                "nothing is exposed but through the Ingress"
+            )
     triton = named(docs, "Deployment", "triton")
     if triton is None:
         return [*problems, "no Triton Deployment"]
@@ -253,7 +303,10 @@ def check_triton(docs: list[Doc]) -> list[str]:
         gateway = named(docs, "Deployment", "gateway")
         triton_key = env_of(container).get(match.group(3), {}).get("valueFrom", {}).get("secretKeyRef", {})
         gateway_key = (
-            env_of(containers(gateway)[0]).get("DERMASYNTH_TRITON_ADMIN_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            env_of(containers(gateway)[0])
+            .get("DERMASYNTH_TRITON_ADMIN_KEY", {})
+            .get("valueFrom", {})
+            .get("secretKeyRef", {})
             if gateway
             else {}
         )
@@ -285,16 +338,20 @@ def check_worker_shutdown(docs: list[Doc], shutdown_grace_s: int) -> list[str]:
         if pause > 5:
             problems.append(f"{workload_name(worker)}: preStop delays SIGTERM {pause} s (> 5)")
         if period < grace + pause + 25 or period < grace + 30:
-            problems.append(f"{workload_name(worker)}: terminationGracePeriodSeconds {period} < shutdown grace {grace} + 30")
+            problems.append(
+                f"{workload_name(worker)}: terminationGracePeriodSeconds {period} < shutdown grace {grace} + 30"
+            )
     return problems
 
 
-def service_address(docs: list[Doc]) -> dict[str, int]:
+def service_address(docs: list[Doc]) -> dict[str, set[int]]:
     """Fully qualified `name.namespace.svc.cluster.local` of each Service -> its ports."""
     return {
-        f"{s['metadata']['name']}.{s['metadata'].get('namespace', NAMESPACE)}.svc.cluster.local": {p["port"] for p in s["spec"]["ports"]}
+        f"{s['metadata']['name']}.{s['metadata'].get('namespace', NAMESPACE)}.svc.cluster.local": {
+            p["port"] for p in s["spec"]["ports"]
+        }
         for s in of_kind(docs, "Service")
-    }  # type: ignore[misc]
+    }
 
 
 def check_autoscaling(docs: list[Doc], key_prefix: str) -> list[str]:
@@ -303,7 +360,10 @@ def check_autoscaling(docs: list[Doc], key_prefix: str) -> list[str]:
     problems = []
     addresses = service_address(docs)
     auths = {doc["metadata"]["name"]: doc for doc in of_kind(docs, "TriggerAuthentication")}
-    secrets = {doc["metadata"]["name"]: set(doc.get("data", {})) | set(doc.get("stringData", {})) for doc in of_kind(docs, "Secret")}
+    secrets = {
+        doc["metadata"]["name"]: set(doc.get("data", {})) | set(doc.get("stringData", {}))
+        for doc in of_kind(docs, "Secret")
+    }
     workers = {w["metadata"]["name"]: queues_of(containers(w, init=False)[0]) for w in of_kind(docs, "Deployment")}
     workers = {name: queues for name, queues in workers.items() if queues}
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(docs, "ScaledObject")}
@@ -328,7 +388,10 @@ def check_autoscaling(docs: list[Doc], key_prefix: str) -> list[str]:
                 continue
             host, _, port = metadata.get("address", "").rpartition(":")
             if host not in addresses or not port.isdigit() or int(port) not in addresses[host]:
-                problems.append(f"{name}: redis trigger address {metadata.get('address')!r} is not a Service's full DNS name and port")
+                problems.append(
+                    f"{name}: redis trigger address {metadata.get('address')!r} "
+                    "is not a Service's full DNS name and port"
+                )
             auth = auths.get(trigger.get("authenticationRef", {}).get("name", ""))
             refs = auth["spec"].get("secretTargetRef", []) if auth else []
             if not any(r["parameter"] == "password" and r["key"] in secrets.get(r["name"], set()) for r in refs):
@@ -344,7 +407,8 @@ def check_autoscaling(docs: list[Doc], key_prefix: str) -> list[str]:
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
-        (labels.get(e["key"]) in e.get("values", [])) == (e["operator"] == "In") for e in selector.get("matchExpressions", [])
+        (labels.get(e["key"]) in e.get("values", [])) == (e["operator"] == "In")
+        for e in selector.get("matchExpressions", [])
     )
 
 
@@ -360,7 +424,9 @@ def check_availability(docs: list[Doc]) -> list[str]:
             problems.append(f"{workload_name(workload)}: no PodDisruptionBudget")
         for budget in covering:
             spec = budget["spec"]
-            if spec.get("maxUnavailable", 1) == 0 or spec.get("minAvailable", 0) >= max(workload["spec"].get("replicas", 1), 1):
+            if spec.get("maxUnavailable", 1) == 0 or spec.get("minAvailable", 0) >= max(
+                workload["spec"].get("replicas", 1), 1
+            ):
                 problems.append(f"PodDisruptionBudget/{budget['metadata']['name']} never allows an eviction")
     deployments = {d["metadata"]["name"] for d in of_kind(docs, "Deployment")}
     for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
@@ -436,13 +502,21 @@ def _port_matches(rule: dict[str, Any], port: int, named_ports: dict[str, int]) 
     return False
 
 
-def _allowed(policies: list[Doc], direction: str, pod: tuple[str, dict[str, str]], peer: tuple[str, dict[str, str]], port: int, named_ports: dict[str, int]) -> bool:
+def _allowed(
+    policies: list[Doc],
+    direction: str,
+    pod: tuple[str, dict[str, str]],
+    peer: tuple[str, dict[str, str]],
+    port: int,
+    named_ports: dict[str, int],
+) -> bool:
     """Whether the policies of pod's namespace let `peer` in (Ingress) or `pod` out to `peer` (Egress)."""
     namespace, labels = pod
     if namespace != NAMESPACE:
         return True  # other namespaces' policies are theirs; assume open
     applying = [
-        p for p in policies
+        p
+        for p in policies
         if direction in p["spec"].get("policyTypes", ["Ingress"]) and selects(p["spec"]["podSelector"], labels)
     ]
     if not applying:
@@ -466,13 +540,19 @@ def reachability(docs: list[Doc]) -> tuple[set[tuple[str, str, int]], set[str]]:
     for workload in of_kind(docs, *WORKLOAD_KINDS):
         name = workload["metadata"]["name"]
         pods[name] = (NAMESPACE, workload["spec"]["template"]["metadata"]["labels"])
-        ports[name] = {p.get("name", str(p["containerPort"])): p["containerPort"] for c in containers(workload) for p in c.get("ports", [])}
+        ports[name] = {
+            p.get("name", str(p["containerPort"])): p["containerPort"]
+            for c in containers(workload)
+            for p in c.get("ports", [])
+        }
     everyone = {**pods, **EXTERNAL_PODS}
     paths = set()
     for source, src in everyone.items():
         for target, dst in pods.items():
             for port in ports[target].values():
-                if _allowed(policies, "Egress", src, dst, port, ports[target]) and _allowed(policies, "Ingress", dst, src, port, ports[target]):
+                if _allowed(policies, "Egress", src, dst, port, ports[target]) and _allowed(
+                    policies, "Ingress", dst, src, port, ports[target]
+                ):
                     paths.add((source, target, port))
     no_dns = {name for name, pod in pods.items() if not _allowed(policies, "Egress", pod, EXTERNAL_PODS["dns"], 53, {})}
     return paths, no_dns
@@ -494,7 +574,10 @@ def check_network(docs: list[Doc]) -> list[str]:
     for workload in of_kind(docs, *WORKLOAD_KINDS):
         labels = workload["spec"]["template"]["metadata"]["labels"]
         for direction in ("Ingress", "Egress"):
-            if not any(direction in p["spec"].get("policyTypes", []) and selects(p["spec"]["podSelector"], labels) for p in policies):
+            if not any(
+                direction in p["spec"].get("policyTypes", []) and selects(p["spec"]["podSelector"], labels)
+                for p in policies
+            ):
                 problems.append(f"{workload_name(workload)}: no NetworkPolicy for {direction}")
     return problems
 

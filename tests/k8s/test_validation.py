@@ -31,14 +31,30 @@ def _first(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
 
 BROKEN: list[tuple[str, Callable[[list[Doc]], Doc]]] = [
     # a misspelt field: the API server would drop it silently (kubectl --validate=strict refuses it)
-    ("misspelt-field", lambda d: _first(d, "Deployment", "gateway")["spec"].setdefault("replica", 2) and
-     _first(d, "Deployment", "gateway")),
+    (
+        "misspelt-field",
+        lambda d: (
+            _first(d, "Deployment", "gateway")["spec"].setdefault("replica", 2) and _first(d, "Deployment", "gateway")
+        ),
+    ),
     ("wrong-type", lambda d: _set(_first(d, "Service", "redis"), ["spec", "ports", 0, "port"], "6379")),
-    ("unknown-kind-version", lambda d: _set(_first(d, "HorizontalPodAutoscaler"), ["apiVersion"], "autoscaling/v2beta1")),
-    ("keda-number-not-string", lambda d: _set(_first(d, "ScaledObject"), ["spec", "triggers", 0, "metadata", "listLength"], 1)),
+    (
+        "unknown-kind-version",
+        lambda d: _set(_first(d, "HorizontalPodAutoscaler"), ["apiVersion"], "autoscaling/v2beta1"),
+    ),
+    (
+        "keda-number-not-string",
+        lambda d: _set(_first(d, "ScaledObject"), ["spec", "triggers", 0, "metadata", "listLength"], 1),
+    ),
     ("keda-misspelt-field", lambda d: _set(_first(d, "ScaledObject"), ["spec", "cooldownPeriods"], 300)),
-    ("keda-redis-without-list", lambda d: _pop(_first(d, "ScaledObject"), ["spec", "triggers", 0, "metadata"], "listName")),
-    ("keda-auth-without-key", lambda d: _pop(_first(d, "TriggerAuthentication"), ["spec", "secretTargetRef", 0], "key")),
+    (
+        "keda-redis-without-list",
+        lambda d: _pop(_first(d, "ScaledObject"), ["spec", "triggers", 0, "metadata"], "listName"),
+    ),
+    (
+        "keda-auth-without-key",
+        lambda d: _pop(_first(d, "TriggerAuthentication"), ["spec", "secretTargetRef", 0], "key"),
+    ),
     ("keda-unknown-kind", lambda d: _set(_first(d, "TriggerAuthentication"), ["kind"], "TriggerAuthentications")),
 ]
 

@@ -41,7 +41,11 @@ def _with_triton(use: Callable[[Deployer], Awaitable[T]]) -> T:
     settings = get_settings()
 
     async def go() -> T:
-        client = TritonClient(settings.triton_url, timeout_s=settings.triton_timeout_s)
+        client = TritonClient(
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            admin_key=settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None,
+        )
         try:
             return await use(Deployer(_registry(), client, settle_s=settings.deploy_settle_s))
         finally:
