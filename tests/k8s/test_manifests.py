@@ -145,3 +145,24 @@ def test_secrets_env_is_never_committed(overlay: str) -> None:
     ignored = (REPO / ".gitignore").read_text()
     assert "k8s/overlays/*/secrets.env" in ignored
     assert not (K8S / "overlays" / overlay / "secrets.env.example").exists(), "one example: k8s/secrets.env.example"
+
+
+def test_prometheus_scrapes_every_pod_that_exports_metrics(rendered: dict[str, list[Doc]]) -> None:
+    """Annotated pods: gateway, workers, Triton on a declared container port the NetworkPolicies open to
+    Prometheus; the in-cluster scrape job keeps exactly the annotated pods."""
+    docs = rendered["production"]
+    annotated = {}
+    for workload in inv.of_kind(docs, "Deployment"):
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") == "true":
+            ports = {p["containerPort"] for c in inv.containers(workload) for p in c.get("ports", [])}
+            assert int(annotations["prometheus.io/port"]) in ports
+            annotated[workload["metadata"]["name"]] = int(annotations["prometheus.io/port"])
+    assert annotated == {"gateway": 8080, "worker-gpu": 9808, "worker-cpu": 9808, "triton": 8002}
+    paths, _ = inv.reachability(docs)
+    assert {(name, port) for name, port in annotated.items()} == {
+        (target, port) for source, target, port in paths if source == "monitoring"
+    }
+    job = yaml.safe_load((REPO / "deploy" / "prometheus" / "kubernetes-scrape.yml").read_text())["scrape_configs"][0]
+    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [inv.NAMESPACE]
+    assert job["relabel_configs"][0]["source_labels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
