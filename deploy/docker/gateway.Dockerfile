@@ -23,4 +23,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v1/health/live', timeout=2)"
 # --timeout-graceful-shutdown: requests in flight finish within Kubernetes' 30 s grace (after the 5 s preStop)
 CMD ["uvicorn", "services.gateway.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080", \
-     "--proxy-headers", "--forwarded-allow-ips", "*", "--no-server-header", "--timeout-graceful-shutdown", "20"]
+     "--proxy-headers", "--no-server-header", "--timeout-graceful-shutdown", "20"]

@@ -116,11 +116,27 @@ def test_dockerfile_commands_match_the_code() -> None:
     assert app is not None and (REPO / "services" / "frontend" / app.group(1)).is_file()
 
 
-def test_extras_the_images_install_are_declared_or_pending_issue_17() -> None:
-    """Until issue 17 splits the dependencies into extras, pip installs everything (and warns); once the extras
-    exist, the frontend's must not bring torch."""
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("optional-dependencies", {})
-    frontend = declared.get("frontend", [])
-    assert not [requirement for requirement in frontend if re.match(r"torch\b", requirement)]
-    for extra in set(EXTRAS.values()) & set(declared):
-        assert declared[extra], f"extra {extra} is empty"
+def _closure(extra: str, declared: dict[str, list[str]], base: list[str]) -> set[str]:
+    """Names of the distributions `pip install '.[extra]'` asks for (following dermasynth[...] references)."""
+    names: set[str] = set()
+    for requirement in [*base, *declared[extra]]:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower()  # type: ignore[union-attr]
+        inner = re.match(r"dermasynth\[([\w,]+)\]", requirement)
+        if inner:
+            for part in inner.group(1).split(","):
+                names |= _closure(part, declared, base)
+        else:
+            names.add(name)
+    return names
+
+
+def test_each_image_installs_what_its_service_needs_and_the_frontend_no_torch() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared, base = project["optional-dependencies"], project["dependencies"]
+    assert set(EXTRAS.values()) <= set(declared)
+    frontend = _closure("frontend", declared, base)
+    assert "streamlit" in frontend and "httpx" in frontend
+    assert not frontend & {"torch", "torchvision", "celery", "redis", "minio", "fastapi", "tritonclient"}
+    assert {"torch", "celery", "redis", "minio", "prometheus-client"} <= _closure("train", declared, base)
+    assert {"fastapi", "uvicorn", "tritonclient", "redis", "minio"} <= _closure("gateway", declared, base)
+    assert "streamlit" not in _closure("train", declared, base) | _closure("gateway", declared, base)

@@ -166,3 +166,22 @@ def test_prometheus_scrapes_every_pod_that_exports_metrics(rendered: dict[str, l
     job = yaml.safe_load((REPO / "deploy" / "prometheus" / "kubernetes-scrape.yml").read_text())["scrape_configs"][0]
     assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [inv.NAMESPACE]
     assert job["relabel_configs"][0]["source_labels"] == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
+
+
+@pytest.mark.parametrize("key", ["REDIS_PASSWORD", "API_KEY_PEPPER", "GATEWAY_S3_SECRET_KEY", "TRITON_ADMIN_KEY"])
+def test_the_gateway_refuses_to_start_with_a_placeholder_secret(
+    rendered: dict[str, list[Doc]], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """secrets.env left with an example value: the gateway's production Settings stop it, naming the value."""
+    import base64
+    import copy
+
+    docs = copy.deepcopy(rendered["production"])
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    secret["data"][key] = base64.b64encode(b"change-me-change-me").decode()
+    container = inv.containers(inv.the(docs, "Deployment", "gateway"), init=False)[0]
+    for name, value in inv.container_environment(docs, container).items():
+        if name.startswith("DERMASYNTH_") and name not in PENDING_SETTINGS:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="placeholder secrets"):
+        Settings(_env_file=None)  # type: ignore[call-arg,unused-ignore]
