@@ -161,3 +161,36 @@ def test_the_gateways_client_sends_the_key_when_loading_models(restricted_triton
     assert "restricted" in asyncio.run(load(None)).lower()
     with_key = asyncio.run(load(key))
     assert "restricted" not in with_key.lower() and "absent" in with_key  # refused for the model, not the key
+
+
+def test_keda_watches_the_redis_keys_celery_really_uses(rendered: dict[str, list[Doc]], redis_url: str) -> None:
+    """Send one message per queue through the gateway's Celery configuration to a real Redis, and read the
+    keys the ScaledObjects' triggers name (with this test's own key prefix instead of `dermasynth`)."""
+    import uuid
+
+    import redis
+
+    from dermasynth.config import Settings
+    from dermasynth.jobs.queues import QUEUES, make_celery
+    from tests.conftest import delete_redis_prefix
+
+    prefix = f"test-keda-{uuid.uuid4().hex[:8]}"
+    app = make_celery(Settings(redis_url=redis_url, job_key_prefix=prefix))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for queue in QUEUES:
+            app.send_task("dermasynth.keda_probe", args=[queue], queue=queue)
+        watched = {
+            t["metadata"]["listName"]
+            for s in inv.of_kind(rendered["gpu"], "ScaledObject")
+            for t in s["spec"]["triggers"]
+            if t["name"].startswith("queued_")
+        }
+        assert len(watched) == len(QUEUES)
+        for key in watched:
+            assert key.startswith("dermasynth:")
+            assert client.type(prefix + key.removeprefix("dermasynth")) == b"list"
+            assert client.llen(prefix + key.removeprefix("dermasynth")) == 1, key
+    finally:
+        app.close()
+        delete_redis_prefix(redis_url, prefix)
