@@ -23,7 +23,9 @@ COPY services /src/services
 RUN pip install "/src[train]"
 
 FROM base
-RUN useradd --create-home --uid 10001 --user-group dermasynth
+# the cache folder exists and belongs to the user, so that a fresh volume mounted there is writable
+RUN useradd --create-home --uid 10001 --user-group dermasynth \
+ && install -d -o 10001 -g 10001 /home/dermasynth/cache
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 DERMASYNTH_CACHE_ROOT=/home/dermasynth/cache \
     MPLCONFIGDIR=/tmp/matplotlib NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -12,7 +12,9 @@ COPY services /src/services
 RUN pip install "/src[train]"
 
 FROM python:3.11.13-slim-bookworm
-RUN useradd --create-home --uid 10001 --user-group dermasynth
+# the cache folder exists and belongs to the user, so that a fresh volume mounted there is writable
+RUN useradd --create-home --uid 10001 --user-group dermasynth \
+ && install -d -o 10001 -g 10001 /home/dermasynth/cache
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 DERMASYNTH_CACHE_ROOT=/home/dermasynth/cache \
     MPLCONFIGDIR=/tmp/matplotlib
