@@ -185,3 +185,26 @@ def test_the_gateway_refuses_to_start_with_a_placeholder_secret(
             monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="placeholder secrets"):
         Settings(_env_file=None)  # type: ignore[call-arg,unused-ignore]
+
+
+def test_worker_probes_read_the_metrics_port_the_workers_open(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["gpu"]
+    port = int(inv.config(docs)["DERMASYNTH_WORKER_METRICS_PORT"])
+    assert port != 0, "the workers' probes need their metrics server"
+    for name in ("worker-gpu", "worker-cpu"):
+        container = inv.containers(inv.the(docs, "Deployment", name), init=False)[0]
+        named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert named_ports[container[probe]["httpGet"]["port"]] == port, (name, probe)
+
+
+def test_kubernetes_runs_the_images_compose_builds(rendered: dict[str, list[Doc]]) -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    built = {service["image"] for service in compose.values() if "build" in service}
+    ours = {
+        c["image"]
+        for w in inv.of_kind(rendered["gpu"], *inv.WORKLOAD_KINDS)
+        for c in inv.containers(w)
+        if c["image"].startswith("dermasynth/")
+    }
+    assert ours == built
