@@ -66,7 +66,45 @@ class Settings(BaseSettings):
     job_max_retries: int = Field(default=5, ge=0, le=50, description="retries after transient storage/network errors")
     job_log_lines: int = Field(default=2000, gt=0, description="log lines kept per job")
     cache_root: Path = Field(default=Path("var/cache"), description="datasets fetched from the store, per worker")
+    # -- issue 13: decoded-image cache (dermasynth.data.decoded_cache) --
+    decoded_cache_max_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=0,
+        description="disk budget of one decoded-image cache; a larger dataset trains from the per-image path",
+    )
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535, description="worker /metrics port; 0 = off")
+
+    # -- issue 11: jobs that survive faults (sweeper, poison jobs, graceful shutdown, idempotency) --
+    job_max_worker_losses: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="a job whose worker died (lease expired) this many times fails as a poison job instead of "
+        "being handed to another worker again",
+    )
+    job_sweep_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="how often every worker looks for running jobs whose lease expired and re-sends them; "
+        "0: a third of job_lease_s",
+    )
+    job_retry_backoff_s: int = Field(
+        default=5, ge=1, description="first retry delay after a transient error; doubles each retry (with jitter)"
+    )
+    job_retry_backoff_max_s: int = Field(default=300, ge=1, description="longest retry delay after a transient error")
+    worker_shutdown_grace_s: int = Field(
+        default=90,
+        ge=5,
+        description="on SIGTERM a worker stops its job at the next checkpoint (or step), hands it back to the "
+        "queue and exits within this; Kubernetes terminationGracePeriodSeconds should be this + 30",
+    )
+    worker_liveness_file: Path = Field(
+        default=Path("/tmp/dermasynth-worker.alive"),
+        description="touched by every worker's sweeper thread; `python -m services.worker.health` checks its age",
+    )
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="how long an Idempotency-Key's first answer is kept and replayed"
+    )
 
     # Inference.
     triton_url: str = "127.0.0.1:8000"

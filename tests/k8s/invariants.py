@@ -157,6 +157,11 @@ def check_probes_and_resources(docs: list[Doc]) -> list[str]:
                 for probe in ("readinessProbe", "livenessProbe"):
                     if probe not in container:
                         problems.append(f"{workload_name(workload)}/{container['name']}: no {probe}")
+                liveness = " ".join(container.get("livenessProbe", {}).get("exec", {}).get("command", []))
+                if queues_of(container) and "inspect" in liveness and "ping" in liveness:
+                    problems.append(
+                        f"{workload_name(workload)}: `celery inspect ping` as liveness kills a solo-pool worker mid-job"
+                    )
     return problems
 
 

@@ -118,6 +118,14 @@ MUTATIONS: list[tuple[str, str, str, Callable[[list[Doc]], None]]] = [
         "probes_and_resources",
         lambda d: _container(d, "worker-cpu").pop("livenessProbe"),
     ),
+    (
+        "worker-liveness-celery-ping",
+        "gpu",
+        "probes_and_resources",
+        lambda d: _container(d, "worker-gpu")["livenessProbe"].update(
+            exec={"command": ["celery", "-A", "services.worker.celery_app", "inspect", "ping"]}
+        ),
+    ),
     ("redis-without-readiness", "gpu", "probes_and_resources", lambda d: _container(d, "redis").pop("readinessProbe")),
     (
         "job-without-limits",

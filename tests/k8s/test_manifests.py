@@ -187,15 +187,20 @@ def test_the_gateway_refuses_to_start_with_a_placeholder_secret(
         Settings(_env_file=None)  # type: ignore[call-arg,unused-ignore]
 
 
-def test_worker_probes_read_the_metrics_port_the_workers_open(rendered: dict[str, list[Doc]]) -> None:
+def test_worker_probes_use_the_workers_health_check_and_metrics_port(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["gpu"]
     port = int(inv.config(docs)["DERMASYNTH_WORKER_METRICS_PORT"])
-    assert port != 0, "the workers' probes need their metrics server"
+    assert port != 0, "the workers' readiness needs their metrics server"
     for name in ("worker-gpu", "worker-cpu"):
         container = inv.containers(inv.the(docs, "Deployment", name), init=False)[0]
         named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert named_ports[container[probe]["httpGet"]["port"]] == port, (name, probe)
+        assert named_ports[container["readinessProbe"]["httpGet"]["port"]] == port
+        for probe in ("startupProbe", "livenessProbe"):
+            command = container[probe]["exec"]["command"]
+            assert command[:2] == ["python", "-m"], (name, probe)
+            module = REPO.joinpath(*command[2].split(".")).with_suffix(".py")
+            assert module.is_file(), f"{name} {probe}: {command[2]} does not exist"
+            assert container[probe]["timeoutSeconds"] >= 10  # a fresh interpreter importing the worker's code
 
 
 def test_kubernetes_runs_the_images_compose_builds(rendered: dict[str, list[Doc]]) -> None:

@@ -163,34 +163,40 @@ def test_the_gateways_client_sends_the_key_when_loading_models(restricted_triton
     assert "restricted" not in with_key.lower() and "absent" in with_key  # refused for the model, not the key
 
 
-def test_keda_watches_the_redis_keys_celery_really_uses(rendered: dict[str, list[Doc]], redis_url: str) -> None:
-    """Send one message per queue through the gateway's Celery configuration to a real Redis, and read the
-    keys the ScaledObjects' triggers name (with this test's own key prefix instead of `dermasynth`)."""
+def test_keda_watches_the_redis_keys_celery_and_the_job_store_really_use(
+    rendered: dict[str, list[Doc]], redis_url: str
+) -> None:
+    """One message per queue through the gateway's Celery configuration and one running job per queue through
+    the workers' job store, on a real Redis; then the keys the ScaledObjects' triggers name (with this test's
+    own key prefix instead of `dermasynth`) hold them, with the types KEDA counts (LLEN, ZCARD)."""
     import uuid
 
     import redis
 
     from dermasynth.config import Settings
-    from dermasynth.jobs.queues import QUEUES, make_celery
+    from dermasynth.jobs import JobKind, JobRecord, RedisJobStore
+    from dermasynth.jobs.queues import QUEUE_OF, QUEUES, make_celery
     from tests.conftest import delete_redis_prefix
 
     prefix = f"test-keda-{uuid.uuid4().hex[:8]}"
     app = make_celery(Settings(redis_url=redis_url, job_key_prefix=prefix))
     client = redis.Redis.from_url(redis_url)
+    jobs = RedisJobStore(client, prefix)
     try:
         for queue in QUEUES:
             app.send_task("dermasynth.keda_probe", args=[queue], queue=queue)
-        watched = {
-            t["metadata"]["listName"]
-            for s in inv.of_kind(rendered["gpu"], "ScaledObject")
-            for t in s["spec"]["triggers"]
-            if t["name"].startswith("queued_")
-        }
-        assert len(watched) == len(QUEUES)
-        for key in watched:
+            kind = next(k for k, q in QUEUE_OF.items() if q == queue)
+            record = jobs.create(JobRecord(id=uuid.uuid4().hex, kind=JobKind(kind), queue=queue, params={}))
+            assert jobs.acquire_lease(record.id, "worker-1", 60, queue=queue)
+        triggers = [t for s in inv.of_kind(rendered["gpu"], "ScaledObject") for t in s["spec"]["triggers"]]
+        assert len(triggers) == 2 * len(QUEUES)
+        for trigger in triggers:
+            key = trigger["metadata"]["listName"]
             assert key.startswith("dermasynth:")
-            assert client.type(prefix + key.removeprefix("dermasynth")) == b"list"
-            assert client.llen(prefix + key.removeprefix("dermasynth")) == 1, key
+            real = prefix + key.removeprefix("dermasynth")
+            kind_of_key = client.type(real)
+            count = client.llen(real) if kind_of_key == b"list" else client.zcard(real)
+            assert (kind_of_key, count) == ((b"list" if trigger["name"].startswith("queued_") else b"zset"), 1), key
     finally:
         app.close()
         delete_redis_prefix(redis_url, prefix)

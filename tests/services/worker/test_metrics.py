@@ -17,7 +17,9 @@ from services.worker.runtime import Heartbeat, ProgressReporter
 
 def test_progress_reports_set_the_images_per_second_of_the_job_kind(resources: WorkerResources) -> None:
     job = resources.jobs.create(JobRecord(id=uuid.uuid4().hex, kind=JobKind.SYNTHESIS, queue="gan", params={}))
-    reporter = ProgressReporter(resources.jobs, job.id, Heartbeat(resources.jobs, job.id, "w", 60), "synthesis")
+    reporter = ProgressReporter(
+        resources.jobs, job.id, Heartbeat(resources.jobs, job.id, "w", 60, queue="gan"), "synthesis"
+    )
     reporter(Progress(phase="synthesize", step=3, images_per_s=412.5))
     assert REGISTRY.get_sample_value("dermasynth_worker_images_per_second", {"kind": "synthesis"}) == 412.5
     reporter(Progress(phase="synthesize", step=4))  # a report without a rate keeps the last one
