@@ -429,6 +429,14 @@ def load(url: str, token: str, images: list[bytes], stack: Stack, clients: int, 
     }
 
 
+def attempt(name: str, fault: Callable[[], Row]) -> Row:
+    """Run one fault; a fault that could not be measured is a row saying why (the others still run)."""
+    try:
+        return fault()
+    except Exception as exc:  # report it in the table rather than lose the other figures
+        return Row(name, "NOT MEASURED", f"{type(exc).__name__}: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip", default="", help="comma list of: kill9, sigterm, redis, store, triton, load")
@@ -457,7 +465,7 @@ def main() -> None:
                 ("store", lambda: store_outage(stack, dataset_id, args.outage_s)),
             ):
                 if name not in skip:
-                    rows.append(fault())
+                    rows.append(attempt(name, fault))
                     print(rows[-1], flush=True)
             if not {"triton", "load"} <= skip:
                 url, token, images = start_serving(stack, args)
@@ -465,7 +473,7 @@ def main() -> None:
                     figures = load(url, token, images, stack, args.clients, args.load_seconds)
                     print(figures, flush=True)
                 if "triton" not in skip:
-                    rows.append(triton_restart(stack, url, token, images))
+                    rows.append(attempt("triton", lambda: triton_restart(stack, url, token, images)))
                     print(rows[-1], flush=True)
         finally:
             stack.close()
