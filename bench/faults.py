@@ -373,10 +373,11 @@ def _answers(url: str) -> bool:
 
 
 def triton_restart(stack: Stack, url: str, token: str, images: list[bytes]) -> Row:
-    assert stack.triton is not None and stack.triton.process is not None
-    triton = stack.triton
-    os.killpg(triton.process.pid, signal.SIGKILL)
-    triton.process.wait(timeout=30)
+    assert stack.triton is not None
+    triton, process = stack.triton, stack.triton.process
+    assert process is not None
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
     killed = time.monotonic()
     down = httpx.post(
         f"{url}/v1/predictions", files={"images": ("a.png", images[0], "image/png")}, headers={"X-API-Key": token}
