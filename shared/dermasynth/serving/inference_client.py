@@ -71,6 +71,10 @@ class InferenceClient(Protocol):
         ...
 
 
+# Triton started with --http-restricted-api=model-repository,...:triton-admin-key=<key> (compose, Kubernetes)
+# answers its model-control API only to requests carrying this header (issue 15).
+ADMIN_HEADER = "triton-admin-key"
+
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _NOT_LOADED = ("unknown model", "is not found", "not ready", "unavailable", "is not at ready state")
 
@@ -84,10 +88,15 @@ class TritonClient:
         url: ``host:port`` of Triton's HTTP endpoint.
         timeout_s: total time allowed for one call.
         max_connections: connections kept to Triton (bounds requests in flight).
+        admin_key: sent as the ``triton-admin-key`` header on model-control calls (load), which a Triton
+            with restricted model control refuses without it.
     """
 
-    def __init__(self, url: str, timeout_s: float = 30.0, max_connections: int = 256) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 30.0, max_connections: int = 256, admin_key: str | None = None
+    ) -> None:
         self.url = url
+        self._admin_headers = {ADMIN_HEADER: admin_key} if admin_key else None
         self._client = InferenceServerClient(url, conn_limit=max_connections, conn_timeout=timeout_s)
         self._outputs = [
             InferRequestedOutput(LOGITS_NAME, binary_data=True),
@@ -137,7 +146,7 @@ class TritonClient:
 
     async def load_model(self, model: str) -> None:
         try:
-            await self._client.load_model(model)
+            await self._client.load_model(model, headers=self._admin_headers)
         except InferenceServerException as exc:
             raise InferenceFailed(f"Triton at {self.url} could not load {model!r}: {exc.message()}") from exc
         except _CONNECTION_ERRORS as exc:

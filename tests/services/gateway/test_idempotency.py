@@ -79,3 +79,20 @@ def test_a_retried_upload_returns_the_first_dataset(
     after = {d["id"] for d in client.get("/v1/datasets", headers=engineer).json()}
     assert after - before == {first.json()["dataset"]["id"]}  # stored once
     assert_problem(upload("another name"), 422, "idempotency_key_reused")
+
+
+def test_a_retry_while_the_first_request_still_runs_is_told_to_wait(
+    client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform
+) -> None:
+    key, body = str(uuid.uuid4()), _train(dataset_id)
+    key_id = engineer["Authorization"].split("_")[1]  # dsk_<id>_<secret>
+    first = client.post("/v1/jobs", headers={**engineer, "Idempotency-Key": key}, json=body)
+    stored = f"{shared_platform.prefix}:idempotency:{key_id}:jobs:{key}"
+    client_redis = redis.Redis.from_url(shared_platform.redis_url)
+    answer = client_redis.get(stored)
+    assert answer is not None and first.json()["id"] in answer.decode()
+    pending = answer.decode().replace('"state": "done"', '"state": "pending"')  # as while the first one runs
+    client_redis.set(stored, pending)
+    busy = client.post("/v1/jobs", headers={**engineer, "Idempotency-Key": key}, json=body)
+    assert_problem(busy, 409, "idempotency_in_progress")
+    assert busy.headers["retry-after"]  # the client is told when to retry
