@@ -72,7 +72,7 @@ def test_export_list_show_deploy_and_rollback_over_http(
     versions = json.loads(runner.invoke(app, ["models", "list", name, "--json"], env=env).stdout)
     assert [(v["version"], v["lineage"]["job_id"], v["live"]) for v in versions] == [(1, job_id, False)]
     shown = runner.invoke(app, ["models", "show", name, "1"], env=env)
-    assert shown.exit_code == 0 and "abstains below p=" in shown.stdout and "val_balanced_accuracy" in shown.stdout
+    assert shown.exit_code == 0 and "abstains above OOD score" in shown.stdout and "90% prediction sets" in shown.stdout
 
     nothing = runner.invoke(app, ["models", "rollback", name], env=env)
     assert nothing.exit_code == 1 and "no earlier live version" in nothing.output

@@ -160,7 +160,7 @@ class Predictor:
         version, contract = await self.live.get(name)
         if explain and not contract.has_cam and self.explainer is None:
             raise BadRequest("explanations are not available for this model on this gateway")
-        prepared = await asyncio.to_thread(self._prepare, uploads, contract, explain)
+        prepared = await asyncio.to_thread(self._prepare, uploads, contract, explain and not contract.has_cam)
         prepared_at = time.perf_counter()
         output: InferenceOutput | None = None
         if prepared.pixels:
@@ -168,8 +168,10 @@ class Predictor:
                 output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
             except VersionUnavailable:  # a deploy or rollback moved the live pointer: follow it once
                 version, new_contract = await self.live.get(name, refresh=True)
-                if new_contract.preprocessing != contract.preprocessing:
-                    prepared = await asyncio.to_thread(self._prepare, uploads, new_contract, explain)
+                if new_contract.preprocessing != contract.preprocessing or new_contract.has_cam != contract.has_cam:
+                    prepared = await asyncio.to_thread(
+                        self._prepare, uploads, new_contract, explain and not new_contract.has_cam
+                    )
                 contract = new_contract
                 output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
         inferred_at = time.perf_counter()
@@ -259,7 +261,7 @@ class Predictor:
             label = int(labels[row])
             png = None
             if explain and output.cams is not None:
-                png = cam_png(output.cams[row, label], contract.preprocessing, prepared.images[row])
+                png = cam_png(output.cams[row, label], prepared.pixels[row])
             elif explain and self.explainer is not None:
                 png = self.explainer.explain(
                     name, output.model_version, contract.preprocessing, prepared.images[row], label
