@@ -81,7 +81,7 @@ def _central_directory(handle: IO[bytes]) -> tuple[int, int, int] | None:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or at + _EOCD.size > len(tail):
         return None
-    _, _, _, _, entries, size, offset, _ = _EOCD.unpack_from(tail, at)
+    _, _, _, _, entries, size, _, _ = _EOCD.unpack_from(tail, at)
     end_record = tail_start + at
     locator_at = at - _EOCD64_LOCATOR.size
     if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
