@@ -18,7 +18,7 @@ from dermasynth.data.formats import FormatError
 from dermasynth.data.manifest import ManifestError
 from dermasynth.data.uploads import NothingAccepted
 from dermasynth.jobs import InvalidTransition, JobNotFound
-from dermasynth.jobs.submission import QueueUnavailable, UnknownReference
+from dermasynth.jobs.submission import OverBudget, QueueUnavailable, UnknownReference
 from dermasynth.storage import InvalidKey, ObjectNotFound
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ _REASONS: dict[type[Exception], str] = {
     FormatError: "wrong_layout",
     ManifestError: "bad_manifest",
     UnknownReference: "unknown_reference",
+    OverBudget: "over_budget",
     InvalidKey: "invalid_path",
 }
 
@@ -87,7 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ((JobNotFound, DatasetNotFound, KeyNotFound, ObjectNotFound), _not_found),
         ((InvalidTransition,), _conflict),
         ((ArchiveRejected,), _archive),
-        ((FormatError, ManifestError, UnknownReference, InvalidKey), _unprocessable),
+        ((FormatError, ManifestError, UnknownReference, OverBudget, InvalidKey), _unprocessable),
         ((NothingAccepted,), _nothing_accepted),
         ((redis.ConnectionError, redis.TimeoutError, OperationalError, QueueUnavailable), _unavailable),
         ((Exception,), _unexpected),

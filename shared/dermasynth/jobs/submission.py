@@ -10,6 +10,8 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from dermasynth.data.catalog import DatasetCatalog
+from dermasynth.gan.synthesis import SynthesisPlan
+from dermasynth.jobs.params import check_synthesis_budget
 from dermasynth.jobs.queues import QUEUE_OF
 from dermasynth.jobs.records import JobKind, JobRecord, JobState, run_prefix
 from dermasynth.jobs.store import JobNotFound, JobStore
@@ -33,6 +35,10 @@ class JobDispatcher(Protocol):
 
 class UnknownReference(ValueError):
     """Parameters that name a dataset or job that does not exist (or cannot serve)."""
+
+
+class OverBudget(ValueError):
+    """Parameters that are valid alone but make too much work for the dataset they name."""
 
 
 class QueueUnavailable(RuntimeError):
@@ -59,6 +65,13 @@ def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog
             f"dataset {dataset_id!r} is not published; upload or register it first "
             "(GET /v1/datasets lists the datasets)"
         )
+    plan = getattr(params, "plan", None) or getattr(getattr(params, "config", None), "synthesis", None)
+    if dataset_id is not None and isinstance(plan, SynthesisPlan):
+        train = registry.get(dataset_id).stats.splits.get("train", {})
+        try:
+            check_synthesis_budget(plan, train)
+        except ValueError as exc:
+            raise OverBudget(str(exc)) from None
     training_job_id = getattr(params, "training_job_id", None)
     if training_job_id is not None:
         try:
