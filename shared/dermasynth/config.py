@@ -2,21 +2,78 @@
 
 Every process builds one :class:`Settings` through :func:`get_settings`. Variables use the
 ``DERMASYNTH_`` prefix (``DERMASYNTH_REDIS_URL``, ``DERMASYNTH_S3_ENDPOINT`` ...); a ``.env`` file in
-the working directory is read too. In ``production`` the defaults that are only safe on a laptop
-(the S3 secret, the API-key pepper) are refused.
+the working directory is read too. In ``production`` the values that are only safe on a laptop are
+refused (issue 12): secrets that are empty, placeholders or shorter than 32 random bytes (the API-key
+pepper, the S3 secret, the Redis password), the object store's root user, and a Redis URL without a
+password (``redis://:PASSWORD@redis:6379/0``).
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_S3_SECRET = "minioadmin"
 DEFAULT_KEY_PEPPER = "dermasynth-development-pepper"
+MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 128  # estimated from the secret's own character frequencies
+PLACEHOLDER_WORDS = (
+    "change",
+    "minioadmin",
+    "example",
+    "placeholder",
+    "password",
+    "passw0rd",
+    "secret",
+    "replace",
+    "default",
+    "dermasynth",
+    "insecure",
+    "xxxx",
+    "todo",
+    "pepper",
+)
+_ZLIB_OVERHEAD = 11
+ROOT_USERS = frozenset({"minioadmin", "root", "admin", "administrator"})
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` is not a production secret (empty, a placeholder, shorter than 32 random bytes), or None.
+
+    Randomness is estimated from the value's character frequencies (Shannon entropy times length) and how
+    far it compresses (a repeated pattern has little of either): a 32-byte
+    secret from ``openssl rand -hex 32`` or ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``
+    passes; ``aaaa...`` or a word repeated does not.
+    """
+    if not value.strip():
+        return "is empty"
+    lowered = value.lower()
+    word = next((w for w in PLACEHOLDER_WORDS if w in lowered), None)
+    if word is not None:
+        return f"looks like a placeholder (it contains {word!r})"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is {len(value.encode())} bytes long; at least {MIN_SECRET_BYTES} random bytes are needed"
+    counts = Counter(value)
+    shannon = -sum(n * math.log2(n / len(value)) for n in counts.values())
+    compressed = 8 * max(0, len(zlib.compress(value.encode(), 9)) - _ZLIB_OVERHEAD)  # catches repeated patterns
+    bits = min(shannon, compressed)
+    if bits < MIN_SECRET_BITS:
+        return f"is not random enough (about {bits:.0f} bits; at least {MIN_SECRET_BITS} are needed)"
+    return None
+
+
+def redis_password(url: str) -> str | None:
+    """The password in a ``redis://[user]:password@host:port/db`` URL, or None."""
+    password = urlsplit(url).password
+    return None if password is None else unquote(password)
 
 
 class Settings(BaseSettings):
@@ -42,6 +99,16 @@ class Settings(BaseSettings):
         "URLs, when services use another (s3_endpoint minio:9000 in compose)",
     )
     s3_public_secure: bool | None = Field(default=None, description="HTTPS at the public endpoint; None: as s3_secure")
+
+    # -- issue 12 (security): presigned URLs ---------------------------------------------------------
+    # Each service has its own object-store user (DERMASYNTH_S3_ACCESS_KEY / DERMASYNTH_S3_SECRET_KEY);
+    # production refuses the store's root user. URLs are signed with the service's own credentials.
+    artefact_url_ttl_s: int = Field(
+        default=300,
+        ge=10,
+        le=900,
+        description="lifetime of presigned artefact download URLs (short: they outlive a key's revocation)",
+    )
 
     # Broker and job state.
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -106,16 +173,29 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _refuse_default_secrets_in_production(self) -> Settings:
+    def _refuse_weak_secrets_in_production(self) -> Settings:
         if self.environment != "production":
             return self
-        insecure = []
-        if self.s3_secret_key.get_secret_value() == DEFAULT_S3_SECRET and self.store == "s3":
-            insecure.append("DERMASYNTH_S3_SECRET_KEY")
-        if self.api_key_pepper.get_secret_value() == DEFAULT_KEY_PEPPER:
-            insecure.append("DERMASYNTH_API_KEY_PEPPER")
-        if insecure:
-            raise ValueError("production refuses development defaults; set " + ", ".join(insecure) + " to real secrets")
+        problems = []
+        checked = {"DERMASYNTH_API_KEY_PEPPER": self.api_key_pepper.get_secret_value()}
+        if self.store == "s3":
+            checked["DERMASYNTH_S3_SECRET_KEY"] = self.s3_secret_key.get_secret_value()
+            if self.s3_access_key.strip().lower() in ROOT_USERS or not self.s3_access_key.strip():
+                problems.append(
+                    f"DERMASYNTH_S3_ACCESS_KEY {self.s3_access_key!r} is the object store's root user or empty; "
+                    "give each service its own least-privilege user"
+                )
+        password = redis_password(self.redis_url)
+        if password is None:
+            problems.append("DERMASYNTH_REDIS_URL has no password; use redis://:PASSWORD@host:6379/0 (or an ACL user)")
+        else:
+            checked["the password in DERMASYNTH_REDIS_URL"] = password
+        for name, value in checked.items():
+            problem = secret_problem(value)
+            if problem is not None:
+                problems.append(f"{name} {problem}")
+        if problems:
+            raise ValueError("production refuses insecure settings: " + "; ".join(problems))
         return self
 
 

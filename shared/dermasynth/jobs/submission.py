@@ -127,8 +127,9 @@ def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRec
     return record
 
 
-def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(hours=1)) -> list[Artefact]:
-    """The files under ``runs/{job_id}/``, with direct URLs where the store can sign them."""
+def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(minutes=5)) -> list[Artefact]:
+    """The files under ``runs/{job_id}/``, with short-lived direct URLs where the store can sign them
+    (signed with the service's own store credentials; ``DERMASYNTH_ARTEFACT_URL_TTL_S``)."""
     prefix = f"{run_prefix(job_id)}/"
     return [
         Artefact(path=key[len(prefix) :], size=store.size(key), url=store.presigned_url(key, url_expiry))
