@@ -38,7 +38,7 @@ def test_strong_settings_are_accepted() -> None:
 @pytest.mark.parametrize("value", ["change-me", "change-me-too", "", "   ", "CHANGE_ME_" + "x" * 40])
 @pytest.mark.parametrize("field", ["api_key_pepper", "s3_secret_key"])
 def test_placeholders_and_empty_secrets_are_refused(field: str, value: str) -> None:
-    with pytest.raises(ValidationError, match="placeholder|is empty"):
+    with pytest.raises(ValidationError, match=r"placeholder|is empty"):
         _production(**{field: value})
 
 
