@@ -172,6 +172,31 @@ class Settings(BaseSettings):
         default=100, gt=1, description="zip-bomb guard: largest compression ratio of a member"
     )
 
+    # -- issue 12 (security): request budgets, rate limits, quotas, audit, internal endpoints ---------
+    max_json_body_bytes: int = Field(
+        default=256 * 1024, gt=0, description="largest body of a JSON request (jobs, register, deploy ...)"
+    )
+    max_prediction_body_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest body of POST /v1/predictions (all its images)"
+    )
+    max_prediction_image_pixels: int = Field(
+        default=25_000_000, gt=0, description="largest width*height of one image sent for prediction"
+    )
+    max_prediction_request_pixels: int = Field(
+        default=200_000_000, gt=0, description="pixel budget of one prediction request (all its images)"
+    )
+    max_explained_images: int = Field(default=4, ge=0, le=64, description="most images explained in one request")
+    rate_limit_per_minute: int = Field(default=600, ge=0, description="requests per API key per minute; 0: off")
+    max_active_jobs_per_owner: int = Field(default=20, ge=1, description="queued or running jobs per owner")
+    max_stored_bytes_per_owner: int = Field(
+        default=200 * 1024**3, gt=0, description="bytes of datasets an owner may keep in the store"
+    )
+    audit_retention_days: int = Field(default=365, ge=1, le=3650, description="how long audit entries are kept")
+    docs_enabled: bool = Field(default=True, description="serve /docs, /redoc and /openapi.json")
+    gateway_internal_port: int = Field(
+        default=9809, ge=0, le=65535, description="port of the gateway's /metrics (not exposed); 0: off"
+    )
+
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if self.environment != "production":

@@ -18,7 +18,6 @@ from dermasynth.auth.store import ApiKeyStore, KeyNotFound, RedisApiKeyStore
 __all__ = [
     "DEFAULT_OWNER",
     "OWNER_PATTERN",
-    "check_owner",
     "ApiKey",
     "ApiKeyStore",
     "IssuedKey",
@@ -26,6 +25,7 @@ __all__ = [
     "KeyRejected",
     "RedisApiKeyStore",
     "Scope",
+    "check_owner",
     "hash_secret",
     "parse_token",
 ]
