@@ -18,7 +18,7 @@ from dermasynth.data.formats import FormatError
 from dermasynth.data.manifest import ManifestError
 from dermasynth.data.uploads import NothingAccepted
 from dermasynth.jobs import InvalidTransition, JobNotFound
-from dermasynth.jobs.submission import OverBudget, QueueUnavailable, UnknownReference
+from dermasynth.jobs.submission import OverBudget, QueueUnavailable, QuotaExceeded, UnknownReference
 from dermasynth.storage import InvalidKey, ObjectNotFound
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ async def _archive(_: Request, exc: Exception) -> JSONResponse:
     code = (
         status.HTTP_413_CONTENT_TOO_LARGE if exc.reason in _TOO_LARGE_REASONS else status.HTTP_422_UNPROCESSABLE_CONTENT
     )
+    if exc.reason == "forbidden_prefix":
+        code = status.HTTP_403_FORBIDDEN
     return _error(code, str(exc), exc.reason)
 
 
@@ -72,6 +74,10 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return _error(status.HTTP_503_SERVICE_UNAVAILABLE, f"a backend service is unavailable: {exc}", "unavailable")
 
 
+async def _quota(_: Request, exc: Exception) -> JSONResponse:
+    return _error(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), "quota_exceeded")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     logger.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
@@ -90,6 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ((ArchiveRejected,), _archive),
         ((FormatError, ManifestError, UnknownReference, OverBudget, InvalidKey), _unprocessable),
         ((NothingAccepted,), _nothing_accepted),
+        ((QuotaExceeded,), _quota),
         ((redis.ConnectionError, redis.TimeoutError, OperationalError, QueueUnavailable), _unavailable),
         ((Exception,), _unexpected),
     ]

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dermasynth.auth import ApiKey
 from dermasynth.classifier.checkpoint import load_trained
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import JobKind, JobState, run_prefix
@@ -24,7 +25,7 @@ from dermasynth.serving.model_repository import BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
 from dermasynth.serving.schemas import LiveModel, ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
-from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
+from services.gateway.deps import DeployerKey, EngineerKey, JobStoreDep, RegistryDep, StoreDep
 from services.gateway.inference import Inference, InferenceDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -78,17 +79,29 @@ def _error(code: int, detail: str, reason: str) -> JSONResponse:
     return JSONResponse({"detail": detail, "reason": reason}, status_code=code)
 
 
+def _not_found(name: str) -> JSONResponse:
+    return _error(status.HTTP_404_NOT_FOUND, f"no model {name!r} is registered", "not_found")
+
+
+async def _visible(inference: Inference, name: str, key: ApiKey) -> bool:
+    """Whether model ``name`` exists and the key's owner (or an admin) may see it."""
+    owner = await asyncio.to_thread(inference.registry.owner, name)
+    return owner is not None and key.may_see(owner)
+
+
 @router.get("", response_model=list[LiveModel], responses=_ERRORS, summary="Models and their live versions")
-async def list_models(_: EngineerKey, inference: InferenceDep) -> list[LiveModel]:
+async def list_models(key: EngineerKey, inference: InferenceDep) -> list[LiveModel]:
     names = await asyncio.to_thread(inference.registry.names)
-    return [await asyncio.to_thread(inference.registry.live, name) for name in names]
+    return [
+        await asyncio.to_thread(inference.registry.live, name) for name in names if await _visible(inference, name, key)
+    ]
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=_ERRORS, summary="A model's versions and live version")
-async def get_model(_: EngineerKey, inference: InferenceDep, name: ModelName) -> ModelDetail | JSONResponse:
+async def get_model(key: EngineerKey, inference: InferenceDep, name: ModelName) -> ModelDetail | JSONResponse:
     versions = await asyncio.to_thread(inference.registry.versions, name)
-    if not versions:
-        return _error(status.HTTP_404_NOT_FOUND, f"no model {name!r} is registered", "not_found")
+    if not versions or not key.may_see(versions[0].owner):
+        return _not_found(name)
     return ModelDetail(live=await asyncio.to_thread(inference.registry.live, name), versions=versions)
 
 
@@ -99,8 +112,10 @@ async def get_model(_: EngineerKey, inference: InferenceDep, name: ModelName) ->
     summary="One version with its lineage (run, dataset, metrics)",
 )
 async def get_version(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
+    key: EngineerKey, inference: InferenceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
 ) -> ModelVersionInfo | JSONResponse:
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     try:
         return await asyncio.to_thread(inference.registry.version, name, version)
     except UnknownModel as exc:
@@ -119,7 +134,7 @@ async def get_version(
     summary="Export a finished training job's model as a new version",
 )
 async def export_model(
-    _: EngineerKey,
+    key: EngineerKey,
     inference: InferenceDep,
     jobs: JobStoreDep,
     datasets: RegistryDep,
@@ -127,6 +142,17 @@ async def export_model(
     request: ExportRequest,
 ) -> ModelVersionInfo | JSONResponse:
     record = await asyncio.to_thread(jobs.get, request.training_job_id)
+    if not key.may_see(record.owner):
+        return _error(status.HTTP_404_NOT_FOUND, f"no job with id {record.id!r}", "not_found")
+    owner = await asyncio.to_thread(inference.registry.owner, request.name)
+    if owner is not None and owner != record.owner:
+        if not key.may_see(owner):
+            return _not_found(request.name)  # another owner's model: not even its name is confirmed
+        return _error(
+            status.HTTP_409_CONFLICT,
+            f"model {request.name!r} belongs to owner {owner!r}; job {record.id} is owner {record.owner!r}'s",
+            "owner_mismatch",
+        )
     if record.kind != JobKind.TRAINING or record.state != JobState.SUCCEEDED:
         return _error(
             status.HTTP_409_CONFLICT,
@@ -147,7 +173,7 @@ async def export_model(
         )
         metrics = {k: float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
         lineage = ModelLineage(run=run_prefix(record.id), dataset=dataset_id, job_id=record.id, metrics=metrics)
-        return inference.registry.register(request.name, exported, lineage)
+        return inference.registry.register(request.name, exported, lineage, owner=record.owner)
 
     try:
         return await asyncio.to_thread(export)
@@ -166,8 +192,11 @@ async def export_model(
     summary="Make a version live; requests keep being answered during the switch",
 )
 async def deploy(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
+    key: DeployerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
 ) -> LiveModel | JSONResponse:
+    """Needs the deployer (or admin) scope: the live version is what clinicians are answered with."""
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     return await _switch(inference, name, request.version, request.batching, rollback=False)
 
 
@@ -178,8 +207,11 @@ async def deploy(
     summary="Make the previously live version (or a given one) live again",
 )
 async def rollback(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, request: RollbackRequest
+    key: DeployerKey, inference: InferenceDep, name: ModelName, request: RollbackRequest
 ) -> LiveModel | JSONResponse:
+    """Needs the deployer (or admin) scope."""
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     return await _switch(inference, name, request.version, None, rollback=True)
 
 

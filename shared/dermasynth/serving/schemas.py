@@ -92,6 +92,7 @@ class ModelVersionInfo(BaseModel):
     min_probability: float
     ood_threshold: float
     lineage: ModelLineage
+    owner: str = Field(default="default", description="the team or project the version belongs to")
     live: bool = False
 
 
