@@ -1,8 +1,9 @@
 """Datasets in the object store, and their local copies on the workers.
 
-Each entry names its owner (a team); ``catalog/owners/{owner}/{id}`` indexes an owner's datasets, so
-listing one owner's datasets reads only theirs. A published dataset lives under ``datasets/{id}/`` (``manifest.csv``, ``images/...`` and, when it was
-imported, ``import_report.json``). Its catalog entry ``catalog/datasets/{id}.json`` is written last:
+A published dataset lives under ``datasets/{id}/`` (``manifest.csv``, ``images/...`` and, when it was
+imported, ``import_report.json``). Each entry names its owner (a team); ``catalog/owners/{owner}/{id}``
+indexes an owner's datasets, so listing one owner's datasets reads only theirs.
+Its catalog entry ``catalog/datasets/{id}.json`` is written last:
 a dataset exists once, and only once, its entry does, so a publish that fails half-way is invisible
 and is cleaned up at once. Datasets never change after publishing, so a worker's cached copy (checked
 against the manifest's sha256 on download) stays valid for good.
