@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse, Response
 
 from dermasynth.serving.inference_client import InferenceFailed, InferenceUnavailable
@@ -48,6 +48,7 @@ def _error(code: int, detail: str, reason: str) -> JSONResponse:
 async def predict(
     _: ClinicianKey,
     inference: InferenceDep,
+    http: Request,
     images: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, BMP, TIFF, WebP)")],
     top_k: Annotated[int, Query(ge=1, le=20, description="how many classes to list per image")] = 3,
     explain: Annotated[bool, Query(description="add a Grad-CAM heat map (PNG, base64) per image")] = False,
@@ -77,6 +78,8 @@ async def predict(
         )
     except InferenceFailed as exc:
         return _error(status.HTTP_502_BAD_GATEWAY, str(exc), "inference_failed")
+    # the audit trail gets the model version and the number of images, never their content
+    http.state.audit = {"model": response.model, "model_version": response.model_version, "images": len(uploads)}
     code = status.HTTP_200_OK if response.succeeded else status.HTTP_422_UNPROCESSABLE_CONTENT
     # serialized once here (pydantic-core), rather than re-validated against response_model by FastAPI
     return Response(response.model_dump_json(), status_code=code, media_type="application/json")
