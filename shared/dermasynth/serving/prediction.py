@@ -2,7 +2,8 @@
 
 Per request, before any decoding or model lookup: each image's pixel count is read from its header and
 held to a per-image limit (lower than the import limit), and the request's total to a pixel budget; an
-``explain`` request names at most ``max_explained`` images. Then every image is checked and decoded once to RGB (:func:`~dermasynth.data.images.decode_checked`,
+``explain`` request names at most ``max_explained`` images. Then every image is checked and decoded
+once to RGB (:func:`~dermasynth.data.images.decode_checked`,
 the ``inspect_image`` checks: full decode, pixel count capped). Metadata never leaves that step: only
 the pixels go on, and a stripped copy only when retention is on. The pixels are resized and cropped
 by the live version's own :class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8
