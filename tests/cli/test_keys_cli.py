@@ -46,10 +46,10 @@ def test_create_list_revoke(keys: RedisApiKeyStore) -> None:
 
 def test_errors_are_clear(keys: RedisApiKeyStore) -> None:
     result = runner.invoke(app, ["keys", "revoke", "000000000000"])
-    assert result.exit_code == 2 and "no API key with id" in result.output
+    assert result.exit_code == 1 and "no API key with id" in result.output
     result = runner.invoke(app, ["keys", "create", "--name", "x", "--scope", "superuser", "--owner", "t"])
     assert result.exit_code != 0 and "superuser" in result.output
     result = runner.invoke(app, ["keys", "create", "--name", "x", "--scope", "engineer"])
     assert result.exit_code != 0 and "--owner" in result.output
     result = runner.invoke(app, ["keys", "create", "--name", "x", "--scope", "engineer", "--owner", "../Team A"])
-    assert result.exit_code == 2 and "owner '../Team A' is not valid" in result.output
+    assert result.exit_code == 1 and "owner '../Team A' is not valid" in result.output

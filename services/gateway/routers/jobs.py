@@ -17,8 +17,9 @@ from starlette.background import BackgroundTask
 from dermasynth.auth import ApiKey
 from dermasynth.jobs import JobKind, JobNotFound, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.params import JobRequest
+from dermasynth.jobs.schemas import Artefact
 from dermasynth.jobs.store import RedisJobStore
-from dermasynth.jobs.submission import Artefact, cancel_job, list_artefacts, submit_job
+from dermasynth.jobs.submission import cancel_job, list_artefacts, submit_job
 from dermasynth.storage import check_key
 from services.gateway.deps import (
     DispatcherDep,
