@@ -158,8 +158,10 @@ def artefacts(
     },
     summary="Download one output file of a job",
 )
-def download_artefact(key: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath, path: str) -> Response:
-    owned_job(jobs, job_id, key)
+def download_artefact(
+    caller: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath, path: str
+) -> Response:
+    owned_job(jobs, job_id, caller)
     key = check_key(f"{run_prefix(job_id)}/{path}")
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if store.size(key) <= IN_MEMORY_LIMIT:

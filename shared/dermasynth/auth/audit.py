@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -50,7 +50,7 @@ class AuditLog:
 
     def record(self, entry: AuditEntry) -> str:
         """Append ``entry`` (its ``time`` is the stream id) and drop entries older than the retention."""
-        fields = {name: str(value) for name in _FIELDS if (value := getattr(entry, name)) is not None}
+        fields: dict[Any, Any] = {name: str(value) for name in _FIELDS if (value := getattr(entry, name)) is not None}
         now_ms = int(entry.time.timestamp() * 1000)
         min_id = max(0, int(time.time() * 1000) - int(self.retention.total_seconds() * 1000))
         entry_id = self.redis.xadd(self.key, fields, id=f"{now_ms}-*", minid=min_id, approximate=False)
