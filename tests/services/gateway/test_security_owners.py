@@ -172,3 +172,37 @@ def test_an_admin_reaches_every_owners_resources(client: TestClient, world: dict
         assert response.status_code == 200, (template, response.text)
     cancelled = client.post(f"/v1/jobs/{world['job']}/cancel", headers=world["admin"])
     assert cancelled.status_code in (202, 409), cancelled.text
+
+
+def test_quotas_on_active_jobs_and_stored_bytes(shared_platform: Platform, demo_dataset: Manifest) -> None:
+    from services.gateway.app import create_app
+    from services.gateway.services import Services
+
+    archive = zip_folder(demo_dataset.root, wrap="d")
+    settings = shared_platform.settings.model_copy(
+        update={"max_active_jobs_per_owner": 1, "max_stored_bytes_per_owner": len(archive) + 1000}
+    )
+    services = Services.from_settings(settings)
+    headers = _headers(shared_platform, "team-quota", Scope.ENGINEER)
+    try:
+        with TestClient(create_app(services=services)) as client:
+            first = client.post("/v1/datasets", headers=headers, data={"name": "q"}, files={"file": ("d.zip", archive)})
+            assert first.status_code == 201, first.text  # nothing stored yet: within the quota
+            dataset = first.json()["dataset"]
+            assert dataset["bytes"] > 1000
+            second = client.post(
+                "/v1/datasets", headers=headers, data={"name": "q2"}, files={"file": ("d.zip", archive)}
+            )
+            assert second.status_code == 429 and second.json()["reason"] == "quota_exceeded"
+            assert "DERMASYNTH_MAX_STORED_BYTES_PER_OWNER" in second.json()["detail"]
+            job = {"kind": "training", "params": {"dataset_id": dataset["id"]}}
+            assert client.post("/v1/jobs", headers=headers, json=job).status_code == 202
+            over = client.post("/v1/jobs", headers=headers, json=job)
+            assert over.status_code == 429 and "DERMASYNTH_MAX_ACTIVE_JOBS_PER_OWNER" in over.json()["detail"]
+            other_team = _headers(shared_platform, "team-other", Scope.ENGINEER)
+            listed = client.get("/v1/jobs", headers=headers).json()["jobs"]
+            client.post(f"/v1/jobs/{listed[0]['id']}/cancel", headers=headers)
+            assert client.post("/v1/jobs", headers=headers, json=job).status_code == 202  # a slot came free
+            assert client.get("/v1/jobs", headers=other_team).json()["total"] == 0
+    finally:
+        services.close()
