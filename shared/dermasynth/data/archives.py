@@ -23,6 +23,7 @@ _IGNORED_PARTS = frozenset({"__MACOSX"})  # resource forks macOS adds to zips; n
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_LENGTHS = struct.Struct("<3H")
 _CENTRAL_HEADER = 46  # fixed part of a central-directory entry; name, extra and comment lengths at 28, 30, 32
 _MAX_COMMENT = 0xFFFF
 
@@ -102,21 +103,24 @@ class _Chunks:
         self.handle = handle
         self.remaining = size
         self.window = b""
+        self.at = 0  # read position inside the window
 
     def ensure(self, n: int) -> bool:
-        while len(self.window) < n and self.remaining > 0:
-            chunk = self.handle.read(min(_CHUNK, self.remaining))
-            self.remaining = self.remaining - len(chunk) if chunk else 0
-            self.window += chunk
-        return len(self.window) >= n
-
-    def peek(self, n: int) -> bytes:
-        return self.window[:n]
+        if len(self.window) - self.at < n and self.remaining > 0:
+            parts = [self.window[self.at :]]
+            have = len(parts[0])
+            while have < n and self.remaining > 0:
+                chunk = self.handle.read(min(_CHUNK, self.remaining))
+                self.remaining = self.remaining - len(chunk) if chunk else 0
+                parts.append(chunk)
+                have += len(chunk)
+            self.window, self.at = b"".join(parts), 0
+        return len(self.window) - self.at >= n
 
     def skip(self, n: int) -> bool:
         if not self.ensure(n):
             return False
-        self.window = self.window[n:]
+        self.at += n
         return True
 
 
@@ -147,8 +151,8 @@ def count_entries(source: Path | IO[bytes], limits: ArchiveLimits) -> int:
         source.seek(start)
         reader = _Chunks(source, size)
         counted = 0
-        while reader.ensure(_CENTRAL_HEADER) and reader.peek(4) == b"PK\x01\x02":
-            name, extra, comment = struct.unpack_from("<3H", reader.peek(_CENTRAL_HEADER), 28)
+        while reader.ensure(_CENTRAL_HEADER) and reader.window.startswith(b"PK\x01\x02", reader.at):
+            name, extra, comment = _LENGTHS.unpack_from(reader.window, reader.at + 28)
             if not reader.skip(_CENTRAL_HEADER + name + extra + comment):
                 break  # a truncated entry: the zip reader reports the damage
             counted += 1
