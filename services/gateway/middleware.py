@@ -18,7 +18,6 @@ put in ``scope["state"]["api_key"]``, where :func:`services.gateway.deps.authent
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dermasynth.auth import ApiKey, KeyRejected
 from dermasynth.auth.audit import AuditEntry
 from dermasynth.config import Settings
+from services.gateway.errors import problem_response
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ AUTH_THREADS = 16
 """Threads reserved for key checks, rate limits and audit writes (apart from FastAPI's shared pool)."""
 PUBLIC_PATHS = frozenset({"/v1/health/live", "/v1/health/ready"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-CHALLENGE = (b"www-authenticate", b"Bearer")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MISSING_KEY = (
     "missing API key: send 'Authorization: Bearer <key>' or "
     "'X-API-Key: <key>' (operators issue keys with `dermasynth keys create`)"
@@ -73,19 +73,15 @@ def token_of(scope: Scope) -> str | None:
 
 
 async def reply(
-    send: Send, status: int, detail: str, reason: str, headers: list[tuple[bytes, bytes]] | None = None
+    scope: Scope, send: Send, status: int, detail: str, reason: str, headers: dict[str, str] | None = None
 ) -> None:
-    """Answer with the gateway's JSON error shape."""
-    body = json.dumps({"detail": detail, "reason": reason}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            + (headers or []),
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    """Answer with the gateway's RFC 9457 problem+json shape."""
+    response = problem_response(status, reason, detail, instance=scope.get("path"), headers=headers)
+    await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 class SecurityMiddleware:
@@ -109,7 +105,7 @@ class SecurityMiddleware:
             return
         services = getattr(scope["app"].state, "services", None)
         if services is None:  # not started yet
-            await reply(send, 503, "the gateway is starting", "unavailable")
+            await reply(scope, send, 503, "the gateway is starting", "unavailable")
             return
         settings: Settings = services.settings
         path, method = scope["path"], scope["method"]
@@ -120,7 +116,7 @@ class SecurityMiddleware:
             await self._limited(scope, receive, send, settings)
             return
         if token is None:
-            await reply(send, 401, MISSING_KEY, "missing_api_key", [CHALLENGE])
+            await reply(scope, send, 401, MISSING_KEY, "unauthorized", CHALLENGE)
             return
         try:
             key, retry_after = await self._admit(services, token)
@@ -128,19 +124,22 @@ class SecurityMiddleware:
             if public:  # a bad key on a public path: answered as without one
                 await self._limited(scope, receive, send, settings)
                 return
-            await reply(send, 401, f"API key refused: {exc}", "invalid_api_key", [CHALLENGE])
+            await reply(scope, send, 401, f"API key refused: {exc}", "unauthorized", CHALLENGE)
             return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            await reply(send, 503, f"a backend service is unavailable: {exc}", "unavailable")
+            await reply(
+                scope, send, 503, f"a backend service is unavailable: {exc}", "unavailable", {"Retry-After": "5"}
+            )
             return
         if retry_after is not None:
             await reply(
+                scope,
                 send,
                 429,
                 f"API key {key.id} sent more than {settings.rate_limit_per_minute} requests this minute "
                 f"(DERMASYNTH_RATE_LIMIT_PER_MINUTE); retry in {retry_after} s",
                 "rate_limited",
-                [(b"retry-after", str(retry_after).encode())],
+                {"Retry-After": str(retry_after)},
             )
             return
         state["api_key"] = key
@@ -165,10 +164,11 @@ class SecurityMiddleware:
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await reply(
+                scope,
                 send,
                 413,
                 f"the request body ({declared} bytes) is larger than the {limit} bytes accepted here ({setting})",
-                "body_too_large",
+                "too_large",
             )
             return 413
         status = 500

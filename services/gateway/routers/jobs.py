@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from dermasynth.auth import ApiKey
@@ -30,6 +30,7 @@ from services.gateway.deps import (
     SettingsDep,
     StoreDep,
 )
+from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -57,7 +58,8 @@ def owned_job(jobs: RedisJobStore, job_id: str, key: ApiKey) -> JobRecord:
     response_model=JobRecord,
     responses={
         **_AUTH,
-        422: {"description": "invalid parameters or an unknown dataset/job"},
+        409: {"description": "a request with this Idempotency-Key is still being processed"},
+        422: {"description": "invalid parameters, an unknown dataset/job, or an Idempotency-Key reused"},
         503: {"description": "the queue is unavailable"},
     },
     summary="Submit a synthesis, training, evaluation or experiment job",
@@ -69,24 +71,31 @@ def create_job(
     registry: RegistryDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    idempotency: IdempotencyDep,
     request: Annotated[JobRequest, Body()],
     response: Response,
-) -> JobRecord:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobRecord | JSONResponse:
     """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress. The job belongs to
-    the key's owner; it may name only that owner's datasets and jobs."""
-    record = submit_job(
-        request.kind,
-        request.params,
-        owner=key.owner,
-        key_id=key.id,
-        admin=key.admin,
-        jobs=jobs,
-        dispatcher=dispatcher,
-        registry=registry,
-        max_active=settings.max_active_jobs_per_owner,
-    )
-    metrics.jobs_submitted.labels(record.kind.value).inc()
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    the key's owner; it may name only that owner's datasets and jobs. With an ``Idempotency-Key``, a retry
+    returns this same job instead of queueing another."""
+    with idempotency.once(idempotency_key, key.id, "jobs", fingerprint(request.model_dump_json())) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        record = submit_job(
+            request.kind,
+            request.params,
+            owner=key.owner,
+            key_id=key.id,
+            admin=key.admin,
+            jobs=jobs,
+            dispatcher=dispatcher,
+            registry=registry,
+            max_active=settings.max_active_jobs_per_owner,
+        )
+        metrics.jobs_submitted.labels(record.kind.value).inc()
+        response.headers["Location"] = f"/v1/jobs/{record.id}"
+        slot.save(status.HTTP_202_ACCEPTED, record.model_dump_json(), {"Location": response.headers["Location"]})
     return record
 
 
