@@ -248,7 +248,15 @@ class RedisJobStore:
         return f"{self.prefix}:jobs:active:{owner}"
 
     def active_jobs(self, owner: str) -> int:
-        return int(self.redis.scard(self._active(owner)))
+        """The owner's queued and running jobs; entries of jobs that ended by any path are pruned here."""
+        ids = [_text(i) for i in cast(set[bytes], self.redis.smembers(self._active(owner)))]
+        ended = []
+        for job_id, raw in zip(ids, self.redis.mget([self._key(i) for i in ids]) if ids else [], strict=True):
+            if raw is None or JobRecord.model_validate_json(raw).terminal:
+                ended.append(job_id)
+        if ended:
+            self.redis.srem(self._active(owner), *ended)
+        return len(ids) - len(ended)
 
     def running_key(self, queue: str) -> str:
         """``P:jobs:running:{queue}``: the running jobs of ``queue`` scored by lease expiry (see the module doc)."""
@@ -400,6 +408,7 @@ class RedisJobStore:
             pipe.multi()
             pipe.set(key, updated.model_dump_json(exclude={"progress", "cancel_requested"}))
             pipe.zrem(self.running_key(current.queue), job_id)
+            pipe.srem(self._active(current.owner), job_id)
 
         self.redis.transaction(apply, key, lease, alive)
         return self.get(job_id)
