@@ -17,7 +17,7 @@ if str(_REPO) not in sys.path:  # `streamlit run app.py` from services/frontend:
 
 from services.frontend.session import sidebar_account  # noqa: E402
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "views"
 
 
 def main() -> None:

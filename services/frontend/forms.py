@@ -121,8 +121,9 @@ def _widget(name: str, field: Schema, nullable: bool, path: str, choices: Mappin
             label, value=cast(default), step=step, key=path, help=help_text, format=None if step else "%g", **bounds
         )
         return cast(number), default
-    if kind == "string" and not nullable:
-        return st.text_input(label, value=default or "", key=path, help=help_text), default
+    if kind == "string":
+        text = st.text_input(label, value=default or "", key=path, help=help_text)
+        return (None if nullable and not text.strip() else text), default
     # everything else (optional numbers, lists, maps, unions): JSON text, empty meaning "not set"
     shown = "" if default is None else json.dumps(default)
     typed = st.text_input(f"{label} (JSON)", value=shown, key=path, help=help_text).strip()

@@ -104,7 +104,8 @@ def signed_in(role: Role) -> WebClient | None:
     same_key = st.session_state.get(KEY_STATE) == typed.strip()
     st.session_state[ROLE_STATE] = {*(st.session_state.get(ROLE_STATE, set()) if same_key else set()), role}
     st.session_state[KEY_STATE] = typed.strip()
-    return client
+    client.close()
+    st.rerun()  # the whole app again, signed in (the sidebar says so, the form goes)
 
 
 def sidebar_account() -> None:

@@ -13,7 +13,7 @@ from services.frontend import session
 from tests.services.gateway.serving import ServingPlatform, serving_redis
 from tests.triton_fixtures import Served
 
-PAGES = Path(session.__file__).resolve().parent / "pages"
+PAGES = Path(session.__file__).resolve().parent / "views"
 PAGE_TIMEOUT_S = 120
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 from dermasynth.jobs.records import JobRecord
 from services.frontend.forms import job_kinds, render
 from services.frontend.gateway import GatewayError, WebClient
-from services.frontend.job_views import fraction, job_label, progress_text
+from services.frontend.job_views import fraction, progress_text
 from services.frontend.session import explain_refusal, signed_in
 
 WATCH = "job_watch"
@@ -95,7 +95,11 @@ def job_detail(job_id: str) -> None:
         if metrics:
             st.markdown("**Metrics so far**" if not record.terminal else "**Metrics**")
             st.dataframe(
-                [{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, int | float | str)],
+                [
+                    {"metric": k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)}
+                    for k, v in metrics.items()
+                    if isinstance(v, int | float | str)
+                ],
                 hide_index=True,
             )
         if record.result:
@@ -132,7 +136,7 @@ def main() -> None:
         return
     job_table(page)
     ids = [job.id for job in page]
-    labels = {job.id: job_label(job) for job in page}
+    labels = {job.id: f"{job.kind.value} {job.id[:8]} ({job.created_at:%Y-%m-%d %H:%M})" for job in page}
     if st.session_state.get(WATCH) not in ids:
         st.session_state.pop(WATCH, None)
     job_id = str(st.selectbox("Watch job", ids, format_func=labels.__getitem__, key=WATCH))
