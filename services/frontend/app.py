@@ -1,7 +1,8 @@
 """DermaSynth's web app: ``cd services/frontend && streamlit run app.py`` (``make up`` starts it).
 
 One page for clinicians (classify photos) and five for ML engineers (datasets, jobs, GAN samples,
-experiments, models). Every page talks only to the gateway, through :mod:`services.frontend.gateway`.
+experiments, models). Every page talks only to the gateway, through the library's one client
+(:mod:`dermasynth.gateway_client`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from dermasynth.jobs.submission import Artefact
+from dermasynth.jobs.schemas import Artefact
 
 _GRID = re.compile(r"^(?:.*/)?grids/(?:step-(\d+)/)?([^/]+)\.png$")
 OVERVIEW = "_all"

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dermasynth.gateway_client import GatewayClient, GatewayError, ImageFile
 from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction, PredictionResponse
-from services.frontend.gateway import GatewayError, ImageFile, WebClient
 
 pillow_heif.register_heif_opener()
 
@@ -79,7 +79,7 @@ def _renamed(name: str, suffix: str) -> str:
 
 
 def predict_all(
-    client: WebClient,
+    client: GatewayClient,
     images: Sequence[PreparedImage],
     *,
     chunk: int,
@@ -113,7 +113,7 @@ def predict_all(
 def _matched(batch: Sequence[PreparedImage], response: PredictionResponse) -> list[Outcome]:
     if len(response.results) != len(batch):
         raise GatewayError(
-            502, f"the gateway answered {len(response.results)} results for {len(batch)} images", "bad_answer"
+            502, "bad_answer", f"the gateway answered {len(response.results)} results for {len(batch)} images"
         )
     return [
         Outcome(image.position, image.name, image.thumbnail, result)

@@ -20,7 +20,7 @@ from typing import Literal
 import streamlit as st
 
 from dermasynth.config import Settings, get_settings
-from services.frontend.gateway import GatewayError, WebClient
+from dermasynth.gateway_client import GatewayClient, GatewayError
 
 Role = Literal["clinician", "engineer"]
 KEY_STATE = "dermasynth_key"
@@ -39,11 +39,11 @@ def identity_provider_configured() -> bool:
         return False
 
 
-def _client(key: str, on_behalf_of: str | None = None) -> WebClient:
-    return WebClient(settings().gateway_url, key, on_behalf_of=on_behalf_of, timeout=600.0)
+def _client(key: str, on_behalf_of: str | None = None) -> GatewayClient:
+    return GatewayClient(settings().gateway_url, key, on_behalf_of=on_behalf_of)
 
 
-def _check(client: WebClient, role: Role) -> None:
+def _check(client: GatewayClient, role: Role) -> None:
     if role == "clinician":
         client.check_clinician_key()
     else:
@@ -71,7 +71,7 @@ def sign_out() -> None:
         st.logout()
 
 
-def signed_in(role: Role) -> WebClient | None:
+def signed_in(role: Role) -> GatewayClient | None:
     """The client acting for the signed-in person, or ``None`` after showing the sign-in form."""
     config = settings()
     if identity_provider_configured() and config.frontend_service_key is not None:

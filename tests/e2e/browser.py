@@ -73,7 +73,9 @@ class Page:
                 pass
             if time.monotonic() > deadline:
                 self.screenshot(f"timeout-{what.replace(' ', '-')[:40]}")
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page text:\n{self.text()[-2000:]}")
+                raise AssertionError(
+                    f"timed out after {timeout:.0f} s waiting for {what}; page text:\n{self.text()[-2000:]}"
+                )
             time.sleep(0.3)
 
     def open(self, url: str) -> None:
@@ -84,7 +86,9 @@ class Page:
         """Another page of the app through the sidebar, in the same session (a reload would start a new one)."""
         link = self.wait(
             f"the {title!r} link",
-            lambda: next((a for a in self.all('a[data-testid="stSidebarNavLink"]') if a.text.strip().endswith(title)), None),
+            lambda: next(
+                (a for a in self.all('a[data-testid="stSidebarNavLink"]') if a.text.strip().endswith(title)), None
+            ),
         )
         link.click()
         self.wait(f"the {title} page", lambda: any(h.text.strip() == title for h in self.all("h1")))
@@ -140,7 +144,8 @@ class Page:
 
     def expand(self, title: str) -> None:
         summary = self.wait(
-            f"expander {title!r}", lambda: next((s for s in self.all("summary") if s.text.strip().endswith(title)), None)
+            f"expander {title!r}",
+            lambda: next((s for s in self.all("summary") if s.text.strip().endswith(title)), None),
         )
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
         summary.click()

@@ -125,7 +125,9 @@ def test_an_engineer_trains_watches_and_deploys_a_model(stack: Stack, page: Page
     page.type_into("Num Workers", "0")
     page.screenshot("engineer-1-job-form")
     page.click("Submit")
-    submitted = page.wait("the job to be submitted", lambda: re.search(r"Submitted training job ([0-9a-f]{32})", page.text()))
+    submitted = page.wait(
+        "the job to be submitted", lambda: re.search(r"Submitted training job ([0-9a-f]{32})", page.text())
+    )
     job_id = submitted.group(1)
     page.wait("the job to run", lambda: "running" in page.text() or "succeeded" in page.text(), JOB_TIMEOUT_S)
     page.screenshot("engineer-2-job-progress")

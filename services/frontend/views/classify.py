@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from dermasynth.gateway_client import GatewayError
 from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction
-from services.frontend.gateway import GatewayError
 from services.frontend.predictions import (
     ACCEPTED_TYPES,
     UNSURE,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dermasynth.data.schemas import DatasetInfo, ImportReport
-from services.frontend.gateway import GatewayError, WebClient
+from dermasynth.gateway_client import GatewayClient, GatewayError
 from services.frontend.session import explain_refusal, signed_in
 
 FORMATS = ["auto", "ham10000", "isic-csv", "imagefolder", "manifest"]
@@ -35,7 +35,7 @@ def show_report(report: ImportReport) -> None:
         st.info(f"{len(report.duplicates)} groups of byte-identical images")
 
 
-def upload_form(client: WebClient) -> None:
+def upload_form(client: GatewayClient) -> None:
     archive = st.file_uploader("A .zip of the dataset folder", type=["zip"], key="dataset_zip")
     name = st.text_input("Name", key="dataset_name")
     fmt = st.selectbox("Layout", FORMATS, key="dataset_format")
@@ -64,7 +64,7 @@ def upload_form(client: WebClient) -> None:
     show_report(report)
 
 
-def distribution(client: WebClient, info: DatasetInfo) -> None:
+def distribution(client: GatewayClient, info: DatasetInfo) -> None:
     classes = sorted(info.stats.classes)
     if info.parent_id:
         try:

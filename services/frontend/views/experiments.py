@@ -6,8 +6,8 @@ import re
 
 import streamlit as st
 
+from dermasynth.gateway_client import GatewayError
 from services.frontend.artefacts import report_files
-from services.frontend.gateway import GatewayError
 from services.frontend.job_views import job_label, progress_text
 from services.frontend.session import explain_refusal, signed_in
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
+from dermasynth.gateway_client import GatewayClient, GatewayError
 from dermasynth.jobs.records import JobRecord
 from services.frontend.forms import job_kinds, render
-from services.frontend.gateway import GatewayError, WebClient
 from services.frontend.job_views import fraction, progress_text
 from services.frontend.session import explain_refusal, signed_in
 
@@ -21,8 +21,8 @@ REFRESH_S = 2.0
 LOG_LINES = 200
 
 
-def submit_form(client: WebClient) -> None:
-    document = client.job_schemas()
+def submit_form(client: GatewayClient) -> None:
+    document = client.openapi()
     kinds = job_kinds(document)
     datasets = [d.id for d in client.datasets()]
     trainings = [j.id for j in client.jobs(kind="training", state="succeeded", limit=100).jobs]

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from services.frontend.gateway import GatewayError, WebClient
+from dermasynth.gateway_client import GatewayClient, GatewayError
+from dermasynth.jobs.records import JobRecord
 from services.frontend.job_views import job_label
 from services.frontend.session import explain_refusal, signed_in
 
 DEFAULT_MODEL = "classifier"
 
 
-def export_form(client: WebClient) -> None:
+def export_form(client: GatewayClient) -> None:
     trainings = client.jobs(kind="training", state="succeeded", limit=100).jobs
     if not trainings:
         st.caption("No succeeded training job to export yet.")
@@ -25,7 +26,15 @@ def export_form(client: WebClient) -> None:
     if submitted:
         try:
             with st.spinner("Exporting (checked against the trained model) ..."):
-                version = client.export_model(str(job_id), name.strip())
+                exported = client.export_model(str(job_id), name=name.strip())
+                if isinstance(exported, JobRecord):  # the gateway queued the export as a job
+                    done = client.wait(exported.id, poll_s=1.0)
+                    if done.state.value != "succeeded":
+                        st.error(f"The export job {done.id} {done.state.value}: {done.error or ''}")
+                        return
+                    version = client.model_version(name.strip(), int(done.result["version"]))
+                else:
+                    version = exported
         except GatewayError as exc:
             st.error(explain_refusal(exc))
             return
@@ -33,7 +42,7 @@ def export_form(client: WebClient) -> None:
         st.success(f"{version.name} version {version.version} exported; deploy it below to make it live")
 
 
-def versions(client: WebClient, name: str) -> None:
+def versions(client: GatewayClient, name: str) -> None:
     detail = client.model(name)
     live = detail.live.version
     st.markdown(f"**Live version: {live if live is not None else 'none'}**")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dermasynth.gateway_client import GatewayError
 from services.frontend.artefacts import OVERVIEW, grid_steps
-from services.frontend.gateway import GatewayError
 from services.frontend.job_views import job_label
 from services.frontend.session import explain_refusal, signed_in
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Literal
 
 import pillow_heif
 import pytest
@@ -41,7 +42,8 @@ def test_exif_orientation_is_applied_and_every_tag_is_stripped() -> None:
     prepared = prepare(1, "IMG_0001.jpg", _tall_then_rotated_jpeg())
     sent = Image.open(io.BytesIO(prepared.upload.data))
     assert sent.size == (20, 60)  # upright: the orientation was applied before the EXIF was dropped
-    assert sent.getpixel((10, 2))[2] > 150  # the left band is now at the top
+    pixel = sent.getpixel((10, 2))
+    assert isinstance(pixel, tuple) and pixel[2] > 150  # the left band is now at the top
     assert not sent.getexif()  # no orientation, maker or GPS tag leaves the web app
     assert "exif" not in sent.info and "icc_profile" not in sent.info
     assert prepared.upload.mime_type == "image/jpeg"
@@ -67,7 +69,9 @@ def test_lossless_images_stay_lossless_and_undecodable_files_go_as_they_are() ->
     assert broken.upload.data == b"hello" and broken.thumbnail is None  # the gateway says why it is unusable
 
 
-def _answer(label: str, name: str, p: float, *, abstain: str | None = None) -> ImagePrediction:
+def _answer(
+    label: str, name: str, p: float, *, abstain: Literal["low_confidence", "out_of_distribution"] | None = None
+) -> ImagePrediction:
     return ImagePrediction(
         file="x.jpg",
         top_k=[
@@ -77,7 +81,7 @@ def _answer(label: str, name: str, p: float, *, abstain: str | None = None) -> I
         model="classifier",
         model_version=3,
         abstain=abstain is not None,
-        abstain_reason=abstain,  # type: ignore[arg-type]
+        abstain_reason=abstain,
         abstain_detail="the model is unsure (top probability 0.32 < 0.50)",
         ood_score=596.1,
     )
