@@ -11,6 +11,7 @@ from services.frontend.job_views import job_label
 from services.frontend.session import explain_refusal, signed_in
 
 DEFAULT_MODEL = "classifier"
+NOTICE = "models_notice"
 
 
 def export_form(client: GatewayClient) -> None:
@@ -44,6 +45,8 @@ def export_form(client: GatewayClient) -> None:
 
 def versions(client: GatewayClient, name: str) -> None:
     detail = client.model(name)
+    if NOTICE in st.session_state:
+        st.success(st.session_state.pop(NOTICE))
     live = detail.live.version
     st.markdown(f"**Live version: {live if live is not None else 'none'}**")
     st.dataframe(
@@ -71,7 +74,8 @@ def versions(client: GatewayClient, name: str) -> None:
             try:
                 with st.spinner(f"Loading version {version} beside the live one ..."):
                     now = client.deploy(name, int(version))
-                st.success(f"{name} version {now.version} is live")
+                st.session_state[NOTICE] = f"{name} version {now.version} is live"
+                st.rerun()  # the table and the live version again, from the gateway
             except GatewayError as exc:
                 st.error(explain_refusal(exc))
     with right:
@@ -81,7 +85,8 @@ def versions(client: GatewayClient, name: str) -> None:
         ):
             try:
                 now = client.rollback(name)
-                st.success(f"{name} version {now.version} is live again")
+                st.session_state[NOTICE] = f"{name} version {now.version} is live again"
+                st.rerun()
             except GatewayError as exc:
                 st.error(explain_refusal(exc))
     if detail.live.history:
