@@ -218,10 +218,10 @@ class GatewayClient:
         """Raise :class:`GatewayError` (401/403) unless the key may ask for predictions; costs no inference.
 
         The gateway checks the key before it reads the request: an empty request answers 401/403 for a key
-        that may not predict, and 422 (no images) for one that may.
+        that may not predict, and 400/422 (no images) for one that may.
         """
         response = self._send("POST", "/v1/predictions")
-        if response.status_code != 422:
+        if response.status_code not in (400, 422):
             raise error_of(response)
 
     # -- datasets ------------------------------------------------------------------------------------

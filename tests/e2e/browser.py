@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -154,9 +155,9 @@ class Page:
     def upload(self, paths: list[Path]) -> None:
         field = self.wait("a file input", lambda: self.all('input[type="file"]'))[0]
         field.send_keys("\n".join(str(p) for p in paths))
-        self.wait(
+        self.wait(  # each uploaded file is listed with its size
             "the uploads to be listed",
-            lambda: len(self.all('[data-testid="stFileUploaderFile"]')) >= min(len(paths), 3),
+            lambda: len(re.findall(r"\d(?:\.\d)?\s?[KMG]?B$", self.text(), re.M)) >= len(paths),
         )
 
     def screenshot(self, name: str) -> Path:

@@ -100,6 +100,7 @@ def main() -> None:
     if client is None:
         return
     with st.sidebar:
+        st.caption(DISCLAIMER)  # the sidebar stays in view while the cards scroll
         top_k = st.slider("Classes to show per photo", min_value=1, max_value=7, value=3)
         explain = st.checkbox("Show where the model looked (heat maps)", value=False)
     files = st.file_uploader(
