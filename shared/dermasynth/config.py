@@ -73,6 +73,38 @@ class Settings(BaseSettings):
     )
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535, description="worker /metrics port; 0 = off")
 
+    # -- issue 11: jobs that survive faults (sweeper, poison jobs, graceful shutdown, idempotency) --
+    job_max_worker_losses: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="a job whose worker died (lease expired) this many times fails as a poison job instead of "
+        "being handed to another worker again",
+    )
+    job_sweep_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="how often every worker looks for running jobs whose lease expired and re-sends them; "
+        "0: a third of job_lease_s",
+    )
+    job_retry_backoff_s: int = Field(
+        default=5, ge=1, description="first retry delay after a transient error; doubles each retry (with jitter)"
+    )
+    job_retry_backoff_max_s: int = Field(default=300, ge=1, description="longest retry delay after a transient error")
+    worker_shutdown_grace_s: int = Field(
+        default=90,
+        ge=5,
+        description="on SIGTERM a worker stops its job at the next checkpoint (or step), hands it back to the "
+        "queue and exits within this; Kubernetes terminationGracePeriodSeconds should be this + 30",
+    )
+    worker_liveness_file: Path = Field(
+        default=Path("/tmp/dermasynth-worker.alive"),
+        description="touched by every worker's sweeper thread; `python -m services.worker.health` checks its age",
+    )
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="how long an Idempotency-Key's first answer is kept and replayed"
+    )
+
     # Inference.
     triton_url: str = "127.0.0.1:8000"
     gateway_url: str = "http://127.0.0.1:8080"

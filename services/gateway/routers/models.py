@@ -25,6 +25,7 @@ from dermasynth.serving.registry import DeploymentError, UnknownModel
 from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
 from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
+from services.gateway.errors import problem_response
 from services.gateway.inference import Inference, InferenceDep
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -68,7 +69,7 @@ class RollbackRequest(BaseModel):
 
 
 def _error(code: int, detail: str, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "reason": reason}, status_code=code)
+    return problem_response(code, reason, detail)
 
 
 @router.get("", response_model=list[LiveModel], responses=_ERRORS, summary="Models and their live versions")

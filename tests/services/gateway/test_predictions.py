@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,9 +180,14 @@ def test_triton_down_is_503_and_the_gateway_recovers_by_itself(
                 assert time.monotonic() < deadline, "the gateway did not recover"
                 time.sleep(0.5)
             assert client.get("/v1/health/ready").json()["checks"]["triton"] == "ok"
+            assert triton.process is not None
+            os.killpg(triton.process.pid, signal.SIGKILL)  # Triton killed mid-service
+            triton.process.wait(timeout=30)
         finally:
             triton.stop()
-        assert client.post("/v1/predictions", files=files, headers=clinician).status_code == 503
+        killed = client.post("/v1/predictions", files=files, headers=clinician)
+        assert killed.status_code == 503 and killed.json()["reason"] == "inference_unavailable"
+        assert killed.headers["content-type"] == "application/problem+json"
         assert client.get("/v1/health/live").status_code == 200
 
 
