@@ -39,6 +39,11 @@ def identity_provider_configured() -> bool:
         return False
 
 
+def _logged_in() -> bool:
+    """Whether the identity provider has signed this session's person in."""
+    return bool(st.user.get("is_logged_in", False))
+
+
 def _client(key: str, on_behalf_of: str | None = None) -> GatewayClient:
     return GatewayClient(settings().gateway_url, key, on_behalf_of=on_behalf_of)
 
@@ -67,7 +72,7 @@ def explain_refusal(exc: GatewayError) -> str:
 def sign_out() -> None:
     for name in (KEY_STATE, ROLE_STATE):
         st.session_state.pop(name, None)
-    if identity_provider_configured() and st.user.is_logged_in:
+    if identity_provider_configured() and _logged_in():
         st.logout()
 
 
@@ -75,7 +80,7 @@ def signed_in(role: Role) -> GatewayClient | None:
     """The client acting for the signed-in person, or ``None`` after showing the sign-in form."""
     config = settings()
     if identity_provider_configured() and config.frontend_service_key is not None:
-        if not st.user.is_logged_in:
+        if not _logged_in():
             st.info("Sign in with your organisation's account to continue.")
             st.button("Sign in", on_click=st.login, type="primary")
             return None
@@ -111,7 +116,7 @@ def signed_in(role: Role) -> GatewayClient | None:
 def sidebar_account() -> None:
     """Where the person is signed in, and a way out."""
     with st.sidebar:
-        if identity_provider_configured() and st.user.is_logged_in:
+        if identity_provider_configured() and _logged_in():
             st.caption(f"Signed in as {st.user.get('email') or st.user.get('name')}")
             st.button("Sign out", on_click=sign_out)
         elif st.session_state.get(KEY_STATE):

@@ -6,12 +6,15 @@ import csv
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 from dermasynth.auth import Scope
+from dermasynth.config import get_settings
 from services.frontend import session
 from services.frontend.predictions import UNSURE
-from tests.services.frontend.conftest import OpenPage
+from tests.services.frontend.conftest import PAGE_TIMEOUT_S, PAGES, OpenPage
 from tests.services.gateway.serving import ServingPlatform
 from tests.triton_fixtures import Served
 
@@ -104,3 +107,23 @@ def test_gateway_problems_are_shown_not_raised(
     next(b for b in page.button if b.label == "Classify").click().run()
     assert not page.exception
     assert "not valid" in page.error[0].value
+
+
+def test_behind_an_identity_provider_people_sign_in_there_and_never_see_a_key_field(
+    web_settings: pytest.MonkeyPatch, platform: ServingPlatform
+) -> None:
+    web_settings.setenv("DERMASYNTH_FRONTEND_SERVICE_KEY", platform.key(Scope.CLINICIAN))
+    get_settings.cache_clear()
+    page = AppTest.from_file(str(PAGES / "classify.py"), default_timeout=PAGE_TIMEOUT_S)
+    page.secrets["auth"] = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "test-cookie-secret",
+        "client_id": "dermasynth",
+        "client_secret": "test-client-secret",
+        "server_metadata_url": "https://idp.example.org/.well-known/openid-configuration",
+    }
+    page.run()
+    assert not page.exception
+    assert "not a diagnosis" in page.warning[0].value
+    assert [b.label for b in page.button] == ["Sign in"]  # the provider's sign-in, not a key field
+    assert not page.text_input and not page.get("file_uploader")
