@@ -140,7 +140,7 @@ Where to look:
   GAN samples per class:              $VAR/store/runs/$SYNTHESIS/gan/grids/
   the classifier's test evaluation:   $VAR/store/runs/$TRAINING/eval/test/ (metrics.json, *.png)
   checkpoints and result.json:        $VAR/store/runs/$TRAINING/
-  the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.pt, contract.json)
+  the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.onnx, contract.json)
   the services' logs:                 $VAR/worker.log, $VAR/gateway.log, $VAR/triton/tritonserver.log
 Next: 'make up' starts the same stack on these results and leaves it running: the web app (a page for
 clinicians, pages for engineers: datasets, jobs, GAN samples, experiments, models), the API docs, and a

@@ -121,28 +121,46 @@ def _matched(batch: Sequence[PreparedImage], response: PredictionResponse) -> li
     ]
 
 
+MALIGNANT_NAMES = "melanoma, basal cell carcinoma or actinic keratosis"
+
+
 def reason_text(result: ImagePrediction) -> str:
-    """Why the model abstained, in plain words, said once."""
-    if result.abstain_reason == "out_of_distribution":
-        return (
-            "This photo does not look like the dermoscopic images the model learned from "
-            "(it may be blurred, too dark, not a close-up of the lesion, or not skin)."
-        )
-    if result.abstain_reason == "low_confidence" and len(result.top_k) >= 2:
-        first, second = result.top_k[0], result.top_k[1]
-        return f"The model cannot tell {first.name} from {second.name} with enough confidence."
-    return "The model is not confident enough about this photo."
+    """Why the model abstained, in plain words, each reason said once."""
+    reasons = list(
+        dict.fromkeys([*result.abstain_reasons, *([result.abstain_reason] if result.abstain_reason else [])])
+    )
+    said = []
+    for reason in reasons:
+        if reason == "out_of_distribution":
+            said.append(
+                "This photo does not look like the dermoscopic images the model learned from "
+                "(it may be blurred, too dark, not a close-up of the lesion, or not skin)."
+            )
+        elif reason == "malignant_not_ruled_out":
+            said.append(f"A malignant lesion ({MALIGNANT_NAMES}) cannot be ruled out.")
+        elif reason == "set_too_large":
+            names = prediction_set(result)
+            said.append(
+                f"Too many kinds of lesion remain possible ({', '.join(names)})."
+                if names
+                else "Too many kinds of lesion remain possible."
+            )
+        elif reason == "low_confidence" and len(result.top_k) >= 2:
+            first, second = result.top_k[0], result.top_k[1]
+            said.append(f"The model cannot tell {first.name} from {second.name} with enough confidence.")
+    return " ".join(said) or "The model is not confident enough about this photo."
 
 
 def prediction_set(result: ImagePrediction) -> list[str]:
-    """The classes the serving layer's prediction set holds (readable names), where it provides one."""
-    members = getattr(result, "prediction_set", None) or []
-    names = {item.label: item.name for item in result.top_k}
-    readable = []
-    for member in members:
-        label = getattr(member, "label", member)
-        readable.append(str(getattr(member, "name", None) or names.get(str(label), str(label))))
-    return readable
+    """The readable names of the classes in the serving layer's prediction set (most likely first)."""
+    return [member.name for member in result.prediction_set]
+
+
+def decided(result: ImagePrediction) -> str:
+    """The class the serving layer decided on (its decision rule), readable: ``Melanoma (mel)``."""
+    return (
+        f"{result.label_name} ({result.label})" if result.label else f"{result.top_k[0].name} ({result.top_k[0].label})"
+    )
 
 
 def summary_rows(outcomes: Sequence[Outcome]) -> list[dict[str, str | int]]:
@@ -160,7 +178,7 @@ def summary_rows(outcomes: Sequence[Outcome]) -> list[dict[str, str | int]]:
             {
                 "#": outcome.position,
                 "file": outcome.name,
-                "answer": UNSURE if result.abstain else top.name,
+                "answer": UNSURE if result.abstain else decided(result),
                 "top class": f"{top.name} ({top.label})",
                 "probability": f"{top.probability:.0%}",
             }

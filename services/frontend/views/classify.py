@@ -15,8 +15,10 @@ from dermasynth.gateway_client import GatewayError
 from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction
 from services.frontend.predictions import (
     ACCEPTED_TYPES,
+    MALIGNANT_NAMES,
     UNSURE,
     Outcome,
+    decided,
     predict_all,
     prediction_set,
     prepare,
@@ -56,14 +58,17 @@ def show_card(outcome: Outcome, explained: bool) -> None:
     if result.abstain:
         answer.error(f"{UNSURE}. {reason_text(result)}")
     else:
-        top = result.top_k[0]
-        answer.success(f"Most likely: {top.name} ({top.label}), {top.probability:.0%}")
+        answer.success(f"Most likely: {decided(result)}")
     members = prediction_set(result)
     if members:
-        answer.markdown(f"**Possible classes:** {', '.join(members)}")
+        coverage = f" (it holds the right one {result.set_coverage:.0%} of the time)" if result.set_coverage else ""
+        answer.markdown(f"**Possible kinds of lesion**{coverage}: {', '.join(members)}")
+    if result.malignant_probability is not None:
+        answer.markdown(f"**Chance it is malignant** ({MALIGNANT_NAMES}): {result.malignant_probability:.0%}")
     for item in result.top_k:
         answer.progress(item.probability, text=f"{item.name} ({item.label}): {item.probability:.0%}")
-    answer.caption(f"model {result.model} version {result.model_version}")
+    calibrated = "; calibrated probabilities" if result.calibrated else ""
+    answer.caption(f"model {result.model} version {result.model_version}{calibrated}")
     if explained and result.explanation_png:
         answer.image(base64.b64decode(result.explanation_png), caption="Where the model looked (Grad-CAM)", width=224)
 

@@ -130,7 +130,12 @@ def export(
     name: Annotated[str, typer.Option("--name", help="the served model's name")] = "classifier",
     which: Annotated[Checkpoint | None, typer.Option(help="which checkpoint of the run [default: best]")] = None,
     min_probability: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="abstain below this top probability [default: the gateway's]")
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="abstain below this top probability (0: off, the sets decide) [default: the gateway's]",
+        ),
     ] = None,
     ood_quantile: Annotated[
         float | None,

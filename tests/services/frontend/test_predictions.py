@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Literal
 
 import pillow_heif
 import pytest
 from PIL import Image
 
 from dermasynth.data.images import RejectReason
-from dermasynth.serving.schemas import DISCLAIMER, ClassProbability, ImageError, ImagePrediction
+from dermasynth.serving.schemas import DISCLAIMER, AbstainReasonName, ClassProbability, ImageError, ImagePrediction
 from services.frontend.predictions import (
     UNSURE,
     Outcome,
@@ -69,19 +68,22 @@ def test_lossless_images_stay_lossless_and_undecodable_files_go_as_they_are() ->
     assert broken.upload.data == b"hello" and broken.thumbnail is None  # the gateway says why it is unusable
 
 
-def _answer(
-    label: str, name: str, p: float, *, abstain: Literal["low_confidence", "out_of_distribution"] | None = None
-) -> ImagePrediction:
+def _answer(label: str, name: str, p: float, *reasons: AbstainReasonName) -> ImagePrediction:
+    top = [
+        ClassProbability(label=label, name=name, probability=p),
+        ClassProbability(label="nv", name="Nevus", probability=1 - p),
+    ]
     return ImagePrediction(
         file="x.jpg",
-        top_k=[
-            ClassProbability(label=label, name=name, probability=p),
-            ClassProbability(label="nv", name="Nevus", probability=1 - p),
-        ],
+        top_k=top,
+        label=label,
+        label_name=name,
+        prediction_set=top if "set_too_large" in reasons else top[:1],
         model="classifier",
         model_version=3,
-        abstain=abstain is not None,
-        abstain_reason=abstain,
+        abstain=bool(reasons),
+        abstain_reason=reasons[0] if reasons else None,
+        abstain_reasons=list(reasons),
         abstain_detail="the model is unsure (top probability 0.32 < 0.50)",
         ood_score=596.1,
     )
@@ -90,18 +92,18 @@ def _answer(
 def test_summary_rows_csv_and_printable_page_say_it_plainly() -> None:
     outcomes = [
         Outcome(1, "IMG_0001.jpg", None, _answer("mel", "Melanoma", 0.82)),
-        Outcome(2, "IMG_0001.jpg", None, _answer("bkl", "Benign keratosis", 0.51, abstain="low_confidence")),
+        Outcome(2, "IMG_0001.jpg", None, _answer("bkl", "Benign keratosis", 0.51, "low_confidence")),
         Outcome(3, "doc.pdf", None, ImageError(file="doc.pdf", reason=RejectReason.NOT_AN_IMAGE, detail="x")),
     ]
     rows = summary_rows(outcomes)
-    assert [row["answer"] for row in rows] == ["Melanoma", UNSURE, "Not usable"]
+    assert [row["answer"] for row in rows] == ["Melanoma (mel)", UNSURE, "Not usable"]
     assert [row["#"] for row in rows] == [1, 2, 3]
     assert rows[0]["probability"] == "82%"
     parsed = list(csv.DictReader(io.StringIO(summary_csv(rows).decode())))
     assert parsed[0] == {
         "#": "1",
         "file": "IMG_0001.jpg",
-        "answer": "Melanoma",
+        "answer": "Melanoma (mel)",
         "top class": "Melanoma (mel)",
         "probability": "82%",
     }
@@ -111,8 +113,15 @@ def test_summary_rows_csv_and_printable_page_say_it_plainly() -> None:
 
 
 def test_reasons_are_plain_and_never_show_internal_scores() -> None:
-    unsure = reason_text(_answer("bkl", "Benign keratosis", 0.51, abstain="low_confidence"))
+    unsure = reason_text(_answer("bkl", "Benign keratosis", 0.51, "low_confidence"))
     assert unsure == "The model cannot tell Benign keratosis from Nevus with enough confidence."
-    odd = reason_text(_answer("bkl", "Benign keratosis", 0.9, abstain="out_of_distribution"))
+    odd = reason_text(_answer("bkl", "Benign keratosis", 0.9, "out_of_distribution"))
     assert "does not look like" in odd
     assert not any(ch.isdigit() for ch in unsure + odd)
+    several = reason_text(
+        _answer("mel", "Melanoma", 0.4, "malignant_not_ruled_out", "set_too_large", "malignant_not_ruled_out")
+    )
+    assert several == (
+        "A malignant lesion (melanoma, basal cell carcinoma or actinic keratosis) cannot be ruled out. "
+        "Too many kinds of lesion remain possible (Melanoma, Nevus)."
+    )  # each reason once, in plain words, never the gateway's detail with its numbers
