@@ -142,6 +142,7 @@ Where to look:
   checkpoints and result.json:        $VAR/store/runs/$TRAINING/
   the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.onnx, contract.json)
   the services' logs:                 $VAR/worker.log, $VAR/gateway.log, $VAR/triton/tritonserver.log
-While a stack runs, the API is documented at <gateway>/docs and 'dermasynth jobs list' shows the jobs;
-the clinicians' page is 'DERMASYNTH_GATEWAY_URL=<gateway> streamlit run services/frontend/app.py'.
+Next: 'make up' starts the same stack on these results and leaves it running: the web app (a page for
+clinicians, pages for engineers: datasets, jobs, GAN samples, experiments, models), the API docs, and a
+clinician and an engineer key; 'make down' stops it.
 EOF2

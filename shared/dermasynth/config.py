@@ -197,6 +197,20 @@ class Settings(BaseSettings):
         "deploy moved the live pointer (longer than the gateways' refresh)",
     )
 
+    # Web app (issue 16): the frontend reaches the gateway at ``gateway_url``; people sign in with their own key,
+    # or through Streamlit's OIDC login (an [auth] section in .streamlit/secrets.toml) with this service key.
+    frontend_service_key: SecretStr | None = Field(
+        default=None,
+        description="the web app's own key, used only behind an identity provider's sign-in "
+        "(the gateway is told whom it acts for); never shown in a page",
+    )
+    frontend_prediction_chunk: int = Field(
+        default=32,
+        gt=0,
+        le=1024,
+        description="images per prediction request the web app sends (at most the gateway's max_prediction_images)",
+    )
+
     # Issue 14: serving (ONNX on Triton, calibrated predictions).
     serving_instance_kind: Literal["cpu", "gpu"] = Field(
         default="cpu",
