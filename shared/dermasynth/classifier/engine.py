@@ -168,11 +168,14 @@ def train_one_epoch(
     images = steps = 0
     latest = math.nan
     start = time.perf_counter()
-    for inputs, targets in loader:
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
-        targets = targets.to(device, non_blocking=True)
+    for batch in loader:
+        inputs = batch[0].to(device, non_blocking=True, memory_format=memory_format)
+        targets = batch[1].to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
-            loss = criterion(model(inputs), targets)
+            if len(batch) > 2:  # per-image weights (synthetic_weight): a weighted mean of per-image losses
+                loss = criterion(model(inputs), targets, batch[2].to(device, non_blocking=True))
+            else:
+                loss = criterion(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -237,6 +240,37 @@ def _dihedral_views(batch: torch.Tensor) -> Iterator[torch.Tensor]:
         rotated = torch.rot90(batch, k, dims=(2, 3))
         yield rotated
         yield rotated.flip(3)
+
+
+class SourceWeighted(torch.utils.data.Dataset[tuple[torch.Tensor, int, float]]):
+    """A training set whose items carry a loss weight: ``synthetic_weight`` for synthetic images, 1 for the rest."""
+
+    def __init__(self, dataset: ManifestDataset, synthetic_weight: float) -> None:
+        self.dataset = dataset
+        self.targets = dataset.targets
+        self.weights = [synthetic_weight if r.source == "synthetic" else 1.0 for r in dataset.records]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
+        image, target = self.dataset[i]
+        return image, target, self.weights[i]
+
+
+class SampleWeightedCrossEntropy(nn.Module):
+    """Cross-entropy averaged with a weight per image (times the class weight, as ``nn.CrossEntropyLoss`` does)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing, reduction="none")
+        self.class_weight = weight
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        per_image = self.loss(logits, targets)
+        w = torch.ones_like(per_image) if weights is None else weights.to(per_image.dtype)
+        norm = w if self.class_weight is None else w * self.class_weight[targets].to(per_image.dtype)
+        return (per_image * w).sum() / norm.sum().clamp(min=1e-12)
 
 
 # -- fit ------------------------------------------------------------------------------------------------
@@ -352,9 +386,11 @@ class _Run:
             _seed_everything(config.seed + ctx.rank)  # each rank its own augmentation stream
 
         self.generator = torch.Generator().manual_seed(config.seed + ctx.rank)
-        self.train_set = ManifestDataset(
+        self.train_set: ManifestDataset | SourceWeighted = ManifestDataset(
             manifest, self.train_records, self.preprocessing.train_transform(config.augment), self.classes
         )
+        if config.synthetic_weight != 1.0:
+            self.train_set = SourceWeighted(self.train_set, config.synthetic_weight)
         self.sampler = self._train_sampler()
         cuda = self.device.type == "cuda"
         self.loader = DataLoader(
@@ -377,7 +413,11 @@ class _Run:
             if config.balance == "loss"
             else None
         )
-        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        self.criterion: nn.Module = (
+            SampleWeightedCrossEntropy(weight=weight, label_smoothing=config.label_smoothing)
+            if config.synthetic_weight != 1.0
+            else nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        )
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
