@@ -324,7 +324,6 @@ def _generate(
         while len(kept) < need and tried < limit[label]:
             size = min(batch_size, limit[label] - tried) if image_filter else min(batch_size, need - len(kept))
             seeds = [image_seed(plan.seed, label, first + tried + i) for i in range(size)]
-            tried += size
             (images,) = generate(
                 trained.generator,
                 [trained.class_index(label)] * size,
@@ -334,9 +333,12 @@ def _generate(
             )
             verdicts = None if image_filter is None else image_filter.judge(images, label)
             for i, (seed, image) in enumerate(zip(seeds, images, strict=True)):
+                if len(kept) == need:  # the rest of the batch is not examined (nor counted as candidates)
+                    break
+                tried += 1
                 confidence = None
                 if verdicts is not None:
-                    confidence = round(float(verdicts.confidence[i]), 6)
+                    confidence = float(verdicts.confidence[i])
                     if not bool(verdicts.confident[i]):
                         rejected_confidence += 1
                         continue
@@ -344,8 +346,7 @@ def _generate(
                         rejected_copy += 1
                         continue
                     confidences.append(confidence)
-                if len(kept) < need:
-                    kept.append(_write(out_dir, label, short, seed, image, trained.generator_id, plan, confidence))
+                kept.append(_write(out_dir, label, short, seed, image, trained.generator_id, plan, confidence))
             made = len(records) + len(kept)
             rate = made / max(time.perf_counter() - start, 1e-9)
             progress(
