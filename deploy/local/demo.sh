@@ -101,13 +101,13 @@ echo "dataset $DATASET"
 
 echo "== 7. synthesis job: a tiny GAN, then synthetic images of the rare classes -> a new dataset"
 SYNTHESIS=$(dermasynth jobs submit synthesis --params @deploy/local/synthesis.json --set "dataset_id=$DATASET" --wait)
-SYNTHESIZED=$(dermasynth jobs status "$SYNTHESIS" | field result dataset_id)
-echo "new dataset $SYNTHESIZED: classes $(dermasynth datasets show "$SYNTHESIZED" | field stats classes)"
-echo "  sources $(dermasynth datasets show "$SYNTHESIZED" | field stats sources)"
+SYNTHESIZED=$(dermasynth jobs status "$SYNTHESIS" --json | field result dataset_id)
+echo "new dataset $SYNTHESIZED: classes $(dermasynth datasets show "$SYNTHESIZED" --json | field stats classes)"
+echo "  sources $(dermasynth datasets show "$SYNTHESIZED" --json | field stats sources)"
 
 echo "== 8. training job on the synthesized dataset (evaluated on held-out images only, never synthetic ones)"
 TRAINING=$(dermasynth jobs submit training --params @deploy/local/training.json --set "dataset_id=$SYNTHESIZED" --wait)
-dermasynth jobs status "$TRAINING" >"$VAR/training_job.json"
+dermasynth jobs status "$TRAINING" --json >"$VAR/training_job.json"
 python - "$VAR/training_job.json" <<'PY'
 import json, sys
 metrics = json.load(open(sys.argv[1]))["result"]["metrics"]

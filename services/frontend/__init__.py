@@ -1,2 +1,6 @@
-"""Streamlit frontend for clinicians: upload lesion images, see the gateway's predictions. It talks only to
-the gateway (through :mod:`services.frontend.gateway`) and shares nothing else but ``dermasynth.serving.schemas``."""
+"""Streamlit frontend for clinicians: upload lesion images, see the gateway's predictions.
+
+It talks only to the gateway, through the library's one gateway client (:mod:`dermasynth.gateway_client`),
+and shares nothing else with the platform but the library's schemas; its image installs the ``frontend``
+extra (no torch).
+"""

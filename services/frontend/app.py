@@ -8,17 +8,19 @@ and on request a Grad-CAM heat map of what the model looked at. It is not a diag
 from __future__ import annotations
 
 import base64
+import os
 
 import streamlit as st
 
-from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction, PredictionResponse
-from services.frontend.gateway import (
+from dermasynth.gateway_client import (
+    DEFAULT_GATEWAY_URL,
+    ENV_API_KEY,
+    ENV_GATEWAY_URL,
+    GatewayClient,
     GatewayError,
     ImageFile,
-    PredictionClient,
-    default_api_key,
-    default_gateway_url,
 )
+from dermasynth.serving.schemas import DISCLAIMER, ImageError, ImagePrediction, PredictionResponse
 
 ACCEPTED = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"]
 REASONS = {
@@ -59,8 +61,8 @@ def main() -> None:
     st.title("DermaSynth lesion classifier")
     st.warning(DISCLAIMER)
     with st.sidebar:
-        gateway_url = st.text_input("Gateway", value=default_gateway_url())
-        api_key = st.text_input("API key", value=default_api_key(), type="password")
+        gateway_url = st.text_input("Gateway", value=os.environ.get(ENV_GATEWAY_URL, DEFAULT_GATEWAY_URL))
+        api_key = st.text_input("API key", value=os.environ.get(ENV_API_KEY, ""), type="password")
         top_k = st.slider("Classes to show", min_value=1, max_value=7, value=3)
         explain = st.checkbox("Show heat maps (Grad-CAM)", value=False)
     files = st.file_uploader("Dermoscopic images", type=ACCEPTED, accept_multiple_files=True)
@@ -68,10 +70,11 @@ def main() -> None:
         return
     images = [ImageFile(f.name, f.getvalue(), f.type or "application/octet-stream") for f in files or []]
     try:
-        with st.spinner("Asking the model..."):
-            response = PredictionClient(gateway_url, api_key).predict(images, top_k=top_k, explain=explain)
+        with st.spinner("Asking the model..."), GatewayClient(gateway_url, api_key) as gateway:
+            response = gateway.predict(images, top_k=top_k, explain=explain)
     except GatewayError as exc:
-        st.error(f"The gateway did not answer ({exc.reason or exc.status}): {exc.detail}")
+        status = f", HTTP {exc.status}" if exc.status else ""
+        st.error(f"The gateway did not answer ({exc.reason}{status}): {exc.detail}")
         return
     show_response(response, {image.name: image.data for image in images})
 

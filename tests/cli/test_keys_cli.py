@@ -42,6 +42,6 @@ def test_create_list_revoke(keys: RedisApiKeyStore) -> None:
 
 def test_errors_are_clear(keys: RedisApiKeyStore) -> None:
     result = runner.invoke(app, ["keys", "revoke", "000000000000"])
-    assert result.exit_code == 2 and "no API key with id" in result.output
+    assert result.exit_code == 1 and "no API key with id" in result.output
     result = runner.invoke(app, ["keys", "create", "--name", "x", "--scope", "admin"])
     assert result.exit_code != 0 and "admin" in result.output

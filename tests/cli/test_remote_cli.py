@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from dermasynth.cli import app
 from dermasynth.cli.jobs import parse_params
 from dermasynth.config import get_settings
 from dermasynth.data.manifest import Manifest
+from dermasynth.gateway_client import GatewayClient
 from tests.services.platform import Platform
 
 runner = CliRunner()
@@ -57,7 +60,10 @@ def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> 
     dataset_id = result.stdout.strip().splitlines()[-1]
     assert dataset_id.startswith("ds-")
     assert dataset_id in runner.invoke(app, ["datasets", "list"]).stdout
-    shown = json.loads(runner.invoke(app, ["datasets", "show", dataset_id]).stdout)
+    shown = json.loads(runner.invoke(app, ["datasets", "show", dataset_id, "--json"]).stdout)
+    assert [d["id"] for d in json.loads(runner.invoke(app, ["datasets", "list", "--json"]).stdout)] == [dataset_id]
+    human = runner.invoke(app, ["datasets", "show", dataset_id]).stdout
+    assert f"{len(demo_dataset)} images" in human and "test" in human
     assert shown["stats"]["images"] == len(demo_dataset)
 
     result = runner.invoke(
@@ -76,13 +82,41 @@ def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> 
     )
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip().splitlines()[-1]
-    status = json.loads(runner.invoke(app, ["jobs", "status", job_id]).stdout)
+    status = json.loads(runner.invoke(app, ["jobs", "status", job_id, "--json"]).stdout)
     assert status["state"] == "queued" and status["params"]["config"]["epochs"] == 1
     assert job_id in runner.invoke(app, ["jobs", "list", "--state", "queued"]).stdout
+    listed = json.loads(runner.invoke(app, ["jobs", "list", "--json"]).stdout)
+    assert listed["total"] == 1 and listed["jobs"][0]["id"] == job_id
+    assert "queued" in runner.invoke(app, ["jobs", "status", job_id]).stdout
     assert runner.invoke(app, ["jobs", "cancel", job_id]).exit_code == 0
-    assert json.loads(runner.invoke(app, ["jobs", "status", job_id]).stdout)["state"] == "cancelled"
+    assert json.loads(runner.invoke(app, ["jobs", "status", job_id, "--json"]).stdout)["state"] == "cancelled"
+    watched = runner.invoke(app, ["jobs", "status", job_id, "--watch"])
+    assert watched.exit_code == 1 and "cancelled" in watched.output  # a job that did not succeed exits 1
     assert runner.invoke(app, ["jobs", "logs", job_id]).stdout == ""
     assert runner.invoke(app, ["jobs", "artefacts", job_id]).stdout == ""
+
+
+@pytest.mark.integration
+def test_submit_wait_exits_1_when_the_job_does_not_succeed(env: None, live: Platform, demo_dataset: Manifest) -> None:
+    dataset_id = runner.invoke(app, ["datasets", "upload", str(demo_dataset.root), "--name", "w"]).stdout.split()[-1]
+    stop = threading.Event()
+
+    def cancel_once_queued() -> None:  # no worker runs here: the job stays queued until cancelled
+        with GatewayClient(live.gateway_url, live.key(Scope.ENGINEER)) as client:
+            while not stop.is_set():
+                for job in client.jobs(state="queued").jobs:
+                    client.cancel(job.id)
+                    return
+                time.sleep(0.2)
+
+    canceller = threading.Thread(target=cancel_once_queued)
+    canceller.start()
+    try:
+        result = runner.invoke(app, ["jobs", "submit", "training", "--set", f"dataset_id={dataset_id}", "--wait"])
+    finally:
+        stop.set()
+        canceller.join()
+    assert result.exit_code == 1 and "cancelled" in result.output
 
 
 @pytest.mark.integration
@@ -90,14 +124,14 @@ def test_refusals_are_reported_with_the_gateway_s_reason(
     env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = runner.invoke(app, ["jobs", "submit", "training", "--set", "dataset_id=ds-000000000000"])
-    assert result.exit_code == 2 and "422 unknown_reference" in result.output
+    assert result.exit_code == 1 and "422 unknown_reference" in result.output
     (tmp_path / "x.zip").write_bytes(b"not a zip")
     result = runner.invoke(app, ["datasets", "upload", str(tmp_path / "x.zip"), "--name", "x"])
-    assert result.exit_code == 2 and "not_a_zip" in result.output
+    assert result.exit_code == 1 and "not_a_zip" in result.output
     monkeypatch.setenv("DERMASYNTH_API_KEY", "dsk_000000000000_" + "a" * 43)
     get_settings.cache_clear()
     result = runner.invoke(app, ["jobs", "list"])
-    assert result.exit_code == 2 and "401" in result.output
+    assert result.exit_code == 1 and "401" in result.output
     monkeypatch.delenv("DERMASYNTH_API_KEY")
     get_settings.cache_clear()
     result = runner.invoke(app, ["jobs", "list"])

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import inspect
 import json
+from enum import StrEnum
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from dermasynth.classifier.config import TrainConfig
 from dermasynth.cli import app
+from dermasynth.cli.train import train as train_command
 from dermasynth.data.manifest import Manifest
 
 runner = CliRunner()
@@ -39,13 +43,30 @@ def test_train_then_resume_then_refuse_overwrite(demo_dataset: Manifest, tmp_pat
     assert "options come from the run" in resumed.output
 
 
-def test_no_sampler_and_loss_balance_choices(demo_dataset: Manifest, tmp_path: Path) -> None:
+def test_loss_balance_choice(demo_dataset: Manifest, tmp_path: Path) -> None:
     base = ["train", "--data", str(demo_dataset.root), "--epochs", "1", *FAST, "--json"]
-    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--no-sampler", "--balance", "loss"])
+    result = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "a"), "--balance", "loss", "--no-keep-epoch-checkpoints"]
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout.strip().splitlines()[-1])["config"]["balance"] == "loss"
-    contradiction = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--no-sampler", "--balance", "sampler"])
-    assert contradiction.exit_code == 2 and "contradicts" in contradiction.output
+    config = json.loads(result.stdout.strip().splitlines()[-1])["config"]
+    assert config["balance"] == "loss" and config["keep_epoch_checkpoints"] is False
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--balance", "sometimes"])
+    assert refused.exit_code == 2 and "sampler" in refused.output and "loss" in refused.output
+
+
+def test_training_options_come_from_train_config() -> None:
+    """One home for each default and its help: every TrainConfig field is an option with its default."""
+    options = {p.name: p for p in inspect.signature(train_command).parameters.values()}
+    for name, field in TrainConfig.model_fields.items():
+        if name == "augment":  # nested: --no-augment
+            continue
+        assert name in options, name
+        default = options[name].default
+        assert (default.value if isinstance(default, StrEnum) else default) == field.get_default(), name
+    help_text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).stdout
+    assert "--label-smoothing" in help_text and "<adam|adamw|sgd>" in help_text
+    assert TrainConfig.model_fields["log_every"].description in help_text
 
 
 def test_bad_options_exit_2_with_a_clear_message(demo_dataset: Manifest, tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from starlette.background import BackgroundTask
 
 from dermasynth.jobs import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.params import JobRequest
-from dermasynth.jobs.submission import Artefact, cancel_job, list_artefacts, submit_job
+from dermasynth.jobs.schemas import Artefact
+from dermasynth.jobs.submission import cancel_job, list_artefacts, submit_job
 from dermasynth.storage import check_key
 from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep, StoreDep
 

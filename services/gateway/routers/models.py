@@ -13,16 +13,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dermasynth.classifier.checkpoint import load_trained
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import JobKind, JobState, run_prefix
 from dermasynth.serving.export import ExportError, export_trained
 from dermasynth.serving.inference_client import InferenceUnavailable
-from dermasynth.serving.model_repository import BatchingOptions
+from dermasynth.serving.model_repository import BatchingChanges, BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
-from dermasynth.serving.schemas import LiveModel, ModelLineage, ModelVersionInfo
+from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
 from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
 from services.gateway.inference import Inference, InferenceDep
@@ -38,13 +38,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _export_lock = threading.Lock()  # one export at a time per gateway: it is CPU-heavy
 
 
-class ModelDetail(BaseModel):
-    """A model: its live version and every registered version with lineage."""
-
-    live: LiveModel
-    versions: list[ModelVersionInfo]
-
-
 class ExportRequest(BaseModel):
     """Export a finished training job's model as a new version (not live until deployed)."""
 
@@ -58,12 +51,12 @@ class ExportRequest(BaseModel):
 
 
 class DeployRequest(BaseModel):
-    """Make a version live, optionally with new batching options (else the last deploy's)."""
+    """Make a version live, optionally changing some batching options (the others stay the last deploy's)."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
-    batching: BatchingOptions | None = None
+    batching: BatchingChanges | None = None
 
 
 class RollbackRequest(BaseModel):
@@ -168,7 +161,15 @@ async def export_model(
 async def deploy(
     _: EngineerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
 ) -> LiveModel | JSONResponse:
-    return await _switch(inference, name, request.version, request.batching, rollback=False)
+    options = None
+    if request.batching is not None:
+        current = await asyncio.to_thread(inference.registry.serving_options, name)
+        try:
+            options = current.changed(request.batching)
+        except ValidationError as exc:
+            problems = "; ".join(error["msg"] for error in exc.errors())
+            return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, f"batching: {problems}", "invalid_batching")
+    return await _switch(inference, name, request.version, options, rollback=False)
 
 
 @router.post(

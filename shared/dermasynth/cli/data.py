@@ -13,9 +13,10 @@ from tqdm import tqdm
 
 from dermasynth.config import get_settings
 from dermasynth.data.demo import class_counts, make_demo_dataset
-from dermasynth.data.formats import FORMATS, FormatError
+from dermasynth.data.formats import FormatError
 from dermasynth.data.importer import REPORT_NAME, import_dataset
 from dermasynth.data.manifest import Manifest, ManifestError
+from dermasynth.data.schemas import DatasetFormat
 from dermasynth.data.splits import SplitFractions
 from dermasynth.data.stats import dataset_stats, plot_class_distribution
 
@@ -51,7 +52,9 @@ def make_demo(
 def import_(
     src: Annotated[Path, typer.Argument(help="the dataset as downloaded (a folder)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the DermaSynth dataset")],
-    format: Annotated[str, typer.Option("--format", help=f"one of {', '.join(FORMATS)}")] = "auto",
+    format: Annotated[
+        DatasetFormat, typer.Option("--format", help="the layout (auto detects it)")
+    ] = DatasetFormat.AUTO,
     seed: Annotated[int, typer.Option(help="seeds the lesion-grouped split")] = 0,
     val_frac: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.15,
     test_frac: Annotated[float, typer.Option(min=0.0, max=0.5)] = 0.15,
@@ -59,15 +62,13 @@ def import_(
     reference: Annotated[bool, typer.Option(help="reference source files instead of copying them")] = False,
 ) -> None:
     """Validate every image of SRC and write manifest.csv and import_report.json to --out."""
-    if format not in FORMATS:
-        raise typer.BadParameter(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     fractions = _fractions(val_frac, test_frac)
     try:
         with tqdm(desc="checking images", unit="file") as bar:
             manifest, report = import_dataset(
                 src,
                 out,
-                format,
+                format.value,
                 seed=seed,
                 fractions=fractions,
                 resplit=resplit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, cast
 
@@ -41,22 +42,35 @@ def _with_ci(report: EvaluationReport, name: str) -> str:
     return f"{value:.4f}" + (f" [{ci.low:.4f}, {ci.high:.4f}]" if ci else "")
 
 
+class Split(StrEnum):
+    """The splits a run is evaluated on."""
+
+    TEST = "test"
+    VAL = "val"
+    TRAIN = "train"
+
+
+class Checkpoint(StrEnum):
+    """Which checkpoint of a run."""
+
+    BEST = "best"
+    LATEST = "latest"
+
+
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="run folder written by `dermasynth train`")],
     data: Annotated[Path, typer.Option("--data", help="dataset folder holding manifest.csv")],
-    split: Annotated[str, typer.Option(help="test, val or train (synthetic rows are never evaluated)")] = "test",
+    split: Annotated[Split, typer.Option(help="the split (synthetic rows are never evaluated)")] = Split.TEST,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     tta: Annotated[bool, typer.Option(help="average over flips and right-angle rotations")] = False,
     bootstrap: Annotated[int, typer.Option(min=0, help="resamples for 95% intervals (0: none)")] = 1000,
     seed: Annotated[int, typer.Option(help="seeds the bootstrap")] = 0,
-    checkpoint: Annotated[str, typer.Option(help="best or latest")] = "best",
+    checkpoint: Annotated[Checkpoint, typer.Option(help="which checkpoint of the run")] = Checkpoint.BEST,
     prefix: Annotated[str, typer.Option(help="folder inside --run for metrics.json and the figures")] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
 ) -> None:
     """Evaluate a run on real images: accuracy, balanced accuracy, macro-F1, per class, confusion matrix, AUC."""
-    if checkpoint not in ("best", "latest"):
-        raise typer.BadParameter(f"--checkpoint {checkpoint!r}: use best or latest")
     if not run.is_dir():
         console.print(f"[red]no run folder at {run}[/red]")
         raise typer.Exit(2)
@@ -65,17 +79,19 @@ def evaluate(
         report = evaluate_run(
             FilesystemStore(run),
             manifest,
-            split,
+            split.value,
             tta=tta,
             bootstrap=bootstrap,
             seed=seed,
-            which=cast(Literal["best", "latest"], checkpoint),
+            which=cast(Literal["best", "latest"], checkpoint.value),
             prefix=prefix,
             device=device,
             batch_size=batch_size,
         )
     except ObjectNotFound as exc:
-        console.print(f"[red]{run} holds no {checkpoint} checkpoint[/red] ({exc}); train it with `dermasynth train`")
+        console.print(
+            f"[red]{run} holds no {checkpoint.value} checkpoint[/red] ({exc}); train it with `dermasynth train`"
+        )
         raise typer.Exit(2) from exc
     except (ManifestError, ValueError, RuntimeError) as exc:
         console.print(f"[red]evaluation failed:[/red] {exc}")

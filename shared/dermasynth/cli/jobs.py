@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dermasynth.cli.datasets import GatewayOption, KeyOption
-from dermasynth.cli.remote import console, gateway
+from dermasynth.cli.output import JsonOption, print_json, print_table
+from dermasynth.cli.remote import EXIT_FAILED, GatewayOption, KeyOption, console, gateway
 from dermasynth.gateway_client import GatewayClient
 from dermasynth.jobs.records import JobKind, JobRecord, JobState
 
-app = typer.Typer(help="Jobs on the gateway: submit, status, list, cancel, logs, artefacts.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 
 
 def parse_params(params: str | None, assignments: list[str]) -> dict[str, Any]:
@@ -95,6 +94,33 @@ def _report(record: JobRecord) -> None:
         console.print(f"error: {record.error}")
 
 
+def finish(record: JobRecord) -> None:
+    """Report a final job; exit 1 unless it succeeded."""
+    _report(record)
+    if record.state != JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _show(record: JobRecord) -> None:
+    """A job for people (stdout): state, what, where, when, progress, error and results."""
+    lines = [f"job {record.id}: {record.state.value}"]
+    if record.error:
+        lines.append(f"error: {record.error}")
+    lines += [f"kind {record.kind.value} on queue {record.queue}, attempts {record.attempts}"]
+    times = [("created", record.created_at), ("started", record.started_at), ("finished", record.finished_at)]
+    lines.append(", ".join(f"{name} {at.isoformat(timespec='seconds')}" for name, at in times if at is not None))
+    if record.progress is not None and not record.terminal:
+        lines.append(f"progress: {describe(record).partition(' | ')[2]}")
+        if record.progress.metrics:
+            lines.append("metrics so far: " + ", ".join(f"{k}={v}" for k, v in record.progress.metrics.items()))
+    if record.cancel_requested and not record.terminal:
+        lines.append("cancel requested")
+    for name, value in record.result.items():
+        lines.append(f"result {name}: {value}")
+    for line in lines:
+        typer.echo(line)
+
+
 @app.command("submit")
 def submit(
     kind: Annotated[JobKind, typer.Argument(help="synthesis, training, evaluation or experiment")],
@@ -109,8 +135,10 @@ def submit(
     url: GatewayOption = None,
     key: KeyOption = None,
 ) -> None:
-    """Submit a job; prints its id (stdout). Example:
-    ``dermasynth jobs submit training --set dataset_id=ds-123 --set config.epochs=3 --wait``."""
+    """Submit a job; prints its id (stdout). With --wait, follows it and exits 1 unless it succeeds.
+
+    Example: dermasynth jobs submit training --set dataset_id=ds-123 --set config.epochs=3 --wait
+    """
     body = parse_params(params, assign or [])
     with gateway(url, key) as client:
         record = client.submit(kind, body)
@@ -118,22 +146,27 @@ def submit(
         typer.echo(record.id)
         if wait:
             record = watch(client, record.id)
-            _report(record)
-            if record.state != JobState.SUCCEEDED:
-                raise typer.Exit(1)
+    if wait:
+        finish(record)
 
 
 @app.command("status")
 def status(
     job_id: str,
-    follow: Annotated[bool, typer.Option("--watch", help="follow until final")] = False,
+    follow: Annotated[bool, typer.Option("--watch", help="follow until final; exit 1 unless it succeeds")] = False,
     url: GatewayOption = None,
     key: KeyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """A job's state, progress, error and results (JSON); ``--watch`` follows it with a progress bar."""
+    """A job's state, progress, error and results; --watch follows it with a progress bar."""
     with gateway(url, key) as client:
         record = watch(client, job_id) if follow else client.job(job_id)
-    typer.echo(json.dumps(record.model_dump(mode="json"), indent=2))
+    if as_json:
+        print_json(record)
+    else:
+        _show(record)
+    if follow and record.state != JobState.SUCCEEDED:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("list")
@@ -143,10 +176,14 @@ def list_(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     url: GatewayOption = None,
     key: KeyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Jobs, newest first."""
     with gateway(url, key) as client:
         page = client.jobs(state=state, kind=kind, limit=limit)
+    if as_json:
+        print_json(page)
+        return
     table = Table(title=f"{len(page.jobs)} of {page.total} jobs")
     table.add_column("id", no_wrap=True, min_width=32)
     for column in ("kind", "state", "progress", "created", "error"):
@@ -160,7 +197,7 @@ def list_(
             record.created_at.isoformat(timespec="seconds"),
             (record.error or "")[:60],
         )
-    Console().print(table)
+    print_table(table)
 
 
 @app.command("cancel")
@@ -192,10 +229,13 @@ def logs(
 
 
 @app.command("artefacts")
-def artefacts(job_id: str, url: GatewayOption = None, key: KeyOption = None) -> None:
+def artefacts(job_id: str, url: GatewayOption = None, key: KeyOption = None, as_json: JsonOption = False) -> None:
     """A job's output files with their sizes."""
     with gateway(url, key) as client:
         files = client.artefacts(job_id)
+    if as_json:
+        print_json(files)
+        return
     for item in files:
         typer.echo(f"{item.size:>12}  {item.path}")
 

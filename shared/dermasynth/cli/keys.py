@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dermasynth.auth import KeyNotFound, RedisApiKeyStore, Scope
+from dermasynth.cli.output import JsonOption, print_json, print_table
 from dermasynth.config import get_settings
 
-app = typer.Typer(help="Issue, list and revoke the API keys the gateway accepts.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -38,7 +39,7 @@ def create(
         issued = _store().create(name, scope)
     except (ValueError, redis.RedisError) as exc:
         console.print(f"[red]cannot create the key:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(1) from exc
     console.print(
         f"key {issued.key.id} ({', '.join(issued.key.scopes)}) for {issued.key.name!r}; the token "
         "below is shown only now"
@@ -53,18 +54,24 @@ def revoke(key_id: Annotated[str, typer.Argument(help="the key's id (12 hex digi
         key = _store().revoke(key_id)
     except (KeyNotFound, redis.RedisError) as exc:
         console.print(f"[red]cannot revoke:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(1) from exc
     console.print(f"revoked key {key.id} ({key.name!r}) at {key.revoked_at}")
 
 
 @app.command("list")
-def list_(show_revoked: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False) -> None:
+def list_(
+    show_revoked: Annotated[bool, typer.Option("--all", help="include revoked keys")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """The keys (ids, names, scopes, dates; never secrets)."""
     try:
         keys = _store().list(include_revoked=show_revoked)
     except redis.RedisError as exc:
         console.print(f"[red]cannot list keys:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(1) from exc
+    if as_json:
+        print_json(keys)
+        return
     table = Table(title=f"{len(keys)} API keys")
     for column in ("id", "name", "scopes", "created", "revoked"):
         table.add_column(column)
@@ -76,4 +83,4 @@ def list_(show_revoked: Annotated[bool, typer.Option("--all", help="include revo
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
         )
-    Console().print(table)
+    print_table(table)

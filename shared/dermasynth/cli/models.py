@@ -1,164 +1,199 @@
-"""``dermasynth models ...``: export trained runs for serving, list versions, deploy and roll back.
+"""``dermasynth models ...``: served models through the gateway (an engineer's API key is all it takes).
 
-Works on the object store the settings name (``DERMASYNTH_STORE``...) and the Triton at
-``DERMASYNTH_TRITON_URL``; the gateway's ``/v1/models`` does the same over HTTP.
+List models and their versions with lineage, export a succeeded training job as a new version, make a
+version live and roll back. The gateway does the work (``/v1/models``); this module imports no torch.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from dermasynth.config import get_settings
-from dermasynth.data.manifest import Manifest, ManifestError
-from dermasynth.serving.export import ExportError
-from dermasynth.serving.inference_client import InferenceUnavailable, TritonClient
-from dermasynth.serving.model_repository import BatchingOptions
-from dermasynth.serving.registry import Deployer, DeploymentError, ModelRegistry, UnknownModel
-from dermasynth.serving.schemas import LiveModel, ModelLineage
-from dermasynth.storage import FilesystemStore, ObjectNotFound, open_store
+from dermasynth.cli.jobs import finish, watch
+from dermasynth.cli.output import JsonOption, print_json, print_table
+from dermasynth.cli.remote import GatewayOption, KeyOption, console, gateway
+from dermasynth.jobs.records import JobRecord
+from dermasynth.serving.schemas import LiveModel, ModelVersionInfo
 
-app = typer.Typer(
-    help="Export trained runs for serving; list, deploy and roll back model versions.", no_args_is_help=True
-)
-console = Console(stderr=True)
-T = TypeVar("T")
+app = typer.Typer(no_args_is_help=True)
 
-NameOption = Annotated[str, typer.Option("--name", help="the served model's name")]
+NameArgument = Annotated[str, typer.Argument(help="the served model's name")]
 
 
-def _registry() -> ModelRegistry:
-    return ModelRegistry(open_store(get_settings()))
+class Checkpoint(StrEnum):
+    """Which checkpoint of a training run to export."""
+
+    BEST = "best"
+    LATEST = "latest"
 
 
-def _with_triton(use: Callable[[Deployer], Awaitable[T]]) -> T:
-    settings = get_settings()
+class InstanceKind(StrEnum):
+    """Where Triton runs a model's instances."""
 
-    async def go() -> T:
-        client = TritonClient(settings.triton_url, timeout_s=settings.triton_timeout_s)
-        try:
-            return await use(Deployer(_registry(), client, settle_s=settings.deploy_settle_s))
-        finally:
-            await client.close()
-
-    try:
-        return asyncio.run(go())
-    except (UnknownModel, DeploymentError, InferenceUnavailable) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    CPU = "cpu"
+    GPU = "gpu"
 
 
 def _print_live(live: LiveModel) -> None:
     console.print(f"{live.name}: version {live.version} is live")
 
 
+def _version_rows(table: Table, versions: list[ModelVersionInfo]) -> None:
+    for v in versions:
+        shown = [(k, val) for k, val in sorted(v.lineage.metrics.items()) if "accuracy" in k or "f1" in k]
+        table.add_row(
+            v.name,
+            str(v.version),
+            "yes" if v.live else "",
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.architecture,
+            str(v.image_size),
+            v.lineage.job_id or v.lineage.run or "",
+            v.lineage.dataset or "",
+            ", ".join(f"{k}={val:.3f}" for k, val in shown),
+        )
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Argument(help="one model; all when left out")] = None,
+    url: GatewayOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Models, their versions with lineage (training job or run, dataset, metrics), and which one is live."""
+    with gateway(url, key) as client:
+        names = [name] if name else [live.name for live in client.models()]
+        versions = [v for model in names for v in client.model(model).versions]
+    if as_json:
+        print_json(versions)
+        return
+    table = Table("model", "version", "live", "created", "architecture", "size", "job or run", "dataset", "metrics")
+    _version_rows(table, versions)
+    print_table(table)
+
+
+@app.command("show")
+def show(
+    name: NameArgument,
+    version: Annotated[
+        int | None, typer.Argument(min=1, help="one version; the live one and history if left out")
+    ] = None,
+    url: GatewayOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A model's live version with its deploy history, or one version with its classes and thresholds."""
+    with gateway(url, key) as client:
+        shown: Any = client.model_version(name, version) if version else client.model(name)
+    if as_json:
+        print_json(shown)
+        return
+    if isinstance(shown, ModelVersionInfo):
+        typer.echo(
+            f"{shown.name} version {shown.version}{' (live)' if shown.live else ''}: {shown.architecture} at "
+            f"{shown.image_size} px, classes {', '.join(shown.classes)}; abstains below p={shown.min_probability} "
+            f"or above OOD score {shown.ood_threshold:.1f}"
+        )
+        lineage = shown.lineage
+        typer.echo(f"from job {lineage.job_id or '-'} (run {lineage.run or '-'}) on dataset {lineage.dataset or '-'}")
+        for metric, value in sorted(lineage.metrics.items()):
+            typer.echo(f"  {metric} = {value:.4f}")
+        return
+    typer.echo(f"{name}: version {shown.live.version if shown.live.version is not None else 'none'} is live")
+    for change in shown.live.history:
+        before = f" (was {change.previous})" if change.previous is not None else ""
+        typer.echo(f"  {change.at.isoformat(timespec='seconds')} {change.action} {change.version}{before}")
+    table = Table("model", "version", "live", "created", "architecture", "size", "job or run", "dataset", "metrics")
+    _version_rows(table, shown.versions)
+    print_table(table)
+
+
+def _exported_version(record: JobRecord) -> str:
+    version = record.result.get("version")
+    return str(version) if version is not None else ""
+
+
 @app.command("export")
 def export(
-    run: Annotated[Path, typer.Option("--run", help="run folder written by `dermasynth train` (best.pth ...)")],
-    data: Annotated[Path, typer.Option("--data", help="the dataset folder it was trained on (manifest.csv)")],
-    name: NameOption = "classifier",
-    which: Annotated[str, typer.Option(help="best or latest checkpoint")] = "best",
+    training_job_id: Annotated[str, typer.Argument(help="a succeeded training job (`dermasynth jobs list`)")],
+    name: Annotated[str, typer.Option("--name", help="the served model's name")] = "classifier",
+    which: Annotated[Checkpoint, typer.Option(help="which checkpoint of the run")] = Checkpoint.BEST,
     min_probability: Annotated[float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability")] = 0.5,
     ood_quantile: Annotated[
         float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold")
     ] = 0.95,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="when the gateway queues the export as a job: follow it")
+    ] = True,
+    url: GatewayOption = None,
+    key: KeyOption = None,
 ) -> None:
-    """Export a trained run (TorchScript + contract, parity-checked) as a new version; deploy it separately."""
-    from dermasynth.classifier.checkpoint import load_trained
-    from dermasynth.serving.export import export_trained
+    """Export a training job's model as a new version (parity-checked); prints the version (stdout).
 
-    if which not in ("best", "latest"):
-        raise typer.BadParameter(f"--which {which!r}: use best or latest")
-    checkpoint: Literal["best", "latest"] = "best" if which == "best" else "latest"
-    try:
-        manifest = Manifest.read(data)
-        trained = load_trained(FilesystemStore(run), checkpoint)
-    except (ManifestError, FileNotFoundError, ObjectNotFound, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    The new version is not live until `dermasynth models deploy NAME VERSION`. When the gateway runs the
+    export as a job, this follows it (exit 1 if it fails), or with --no-wait prints the job's id.
+    """
+    with gateway(url, key) as client:
+        exported = client.export_model(
+            training_job_id, name=name, which=which.value, min_probability=min_probability, ood_quantile=ood_quantile
+        )
+        if isinstance(exported, JobRecord):
+            console.print(f"export queued as job {exported.id}")
+            if not wait:
+                typer.echo(exported.id)
+                return
+            exported = watch(client, exported.id)
+    if isinstance(exported, JobRecord):
+        finish(exported)
+        console.print(f"{name}: deploy it with `dermasynth models deploy {name} VERSION`")
+        typer.echo(_exported_version(exported))
+        return
     console.print(
-        f"exporting {trained.config.model} ({len(trained.classes)} classes, "
-        f"{trained.preprocessing.image_size} px) from {run}"
+        f"{name} version {exported.version}: OOD threshold {exported.ood_threshold:.1f}; not live until "
+        f"`dermasynth models deploy {name} {exported.version}`"
     )
-    try:
-        exported = export_trained(trained, manifest, min_probability=min_probability, ood_quantile=ood_quantile)
-    except (ExportError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    metrics = {k: float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
-    info = _registry().register(
-        name, exported, ModelLineage(run=str(run.resolve()), dataset=str(data.resolve()), metrics=metrics)
-    )
-    parity = exported.contract.parity
-    console.print(
-        f"{name} version {info.version}: parity max |dp| {parity.max_abs_probability_diff:.1e} on "
-        f"{parity.images} images; OOD threshold {info.ood_threshold:.1f}; not live until "
-        f"`dermasynth models deploy {name} {info.version}`"
-    )
-    typer.echo(info.version)
-
-
-@app.command("list")
-def list_(name: Annotated[str | None, typer.Argument(help="one model; all when left out")] = None) -> None:
-    """Models, their versions with lineage, and which version is live."""
-    registry = _registry()
-    table = Table("model", "version", "live", "created", "architecture", "size", "run", "dataset", "metrics")
-    for model in [name] if name else registry.names():
-        for v in registry.versions(model):
-            shown = [(k, val) for k, val in sorted(v.lineage.metrics.items()) if "accuracy" in k or "f1" in k]
-            metrics = ", ".join(f"{k}={val:.3f}" for k, val in shown)
-            table.add_row(
-                model,
-                str(v.version),
-                "yes" if v.live else "",
-                v.created_at.strftime("%Y-%m-%d %H:%M"),
-                v.architecture,
-                str(v.image_size),
-                v.lineage.run or "",
-                v.lineage.dataset or "",
-                metrics,
-            )
-    Console().print(table)
+    typer.echo(exported.version)
 
 
 @app.command("deploy")
 def deploy(
-    name: Annotated[str, typer.Argument(help="the served model")],
+    name: NameArgument,
     version: Annotated[int, typer.Argument(min=1, help="the version to make live")],
     max_batch_size: Annotated[int | None, typer.Option(min=1, help="Triton's largest batch")] = None,
     queue_delay_us: Annotated[int | None, typer.Option(min=0, help="dynamic batching queue delay")] = None,
     instances: Annotated[int | None, typer.Option(min=1, help="model instances")] = None,
-    threads: Annotated[int | None, typer.Option(min=0, help="torch intra-op threads per instance")] = None,
-    gpu: Annotated[bool | None, typer.Option(help="run the instances on the GPU")] = None,
+    threads: Annotated[int | None, typer.Option(min=0, help="intra-op threads per instance (0: default)")] = None,
+    instance_kind: Annotated[InstanceKind | None, typer.Option(help="run the instances on CPU or GPU")] = None,
+    url: GatewayOption = None,
+    key: KeyOption = None,
 ) -> None:
-    """Make a version live on Triton; the previous one serves until the new one is ready."""
-    current = _registry().serving_options(name)
-    changes: dict[str, object] = {
+    """Make a version live; the previous one serves until the new one is ready.
+
+    Batching options not given stay those of the last deploy.
+    """
+    changes = {
+        "max_batch_size": max_batch_size,
         "max_queue_delay_us": queue_delay_us,
         "instance_count": instances,
         "intra_op_threads": threads,
-        "instance_kind": None if gpu is None else ("gpu" if gpu else "cpu"),
+        "instance_kind": instance_kind.value if instance_kind else None,
     }
-    if max_batch_size is not None:
-        changes["max_batch_size"] = max_batch_size
-        changes["preferred_batch_sizes"] = tuple(s for s in current.preferred_batch_sizes if s <= max_batch_size)
-    update = {k: v for k, v in changes.items() if v is not None}
-    try:
-        options = BatchingOptions.model_validate({**current.model_dump(), **update})
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    _print_live(_with_triton(lambda d: d.deploy(name, version, options)))
+    batching = {k: v for k, v in changes.items() if v is not None}
+    with gateway(url, key) as client:
+        _print_live(client.deploy(name, version, batching or None))
 
 
 @app.command("rollback")
 def rollback(
-    name: Annotated[str, typer.Argument(help="the served model")],
+    name: NameArgument,
     to: Annotated[int | None, typer.Option("--to", min=1, help="a version; default: the one live before")] = None,
+    url: GatewayOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Make the previously live version (or --to VERSION) live again."""
-    _print_live(_with_triton(lambda d: d.rollback(name, to)))
+    with gateway(url, key) as client:
+        _print_live(client.rollback(name, to))

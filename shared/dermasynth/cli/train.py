@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -12,8 +12,9 @@ from rich.console import Console
 from tqdm import tqdm
 
 from dermasynth.classifier.checkpoint import LATEST
-from dermasynth.classifier.config import TrainConfig
+from dermasynth.classifier.config import RUNTIME_FIELDS, TrainConfig
 from dermasynth.classifier.engine import fit
+from dermasynth.cli.model_options import model_options, plain, with_options
 from dermasynth.data.manifest import Manifest, ManifestError
 from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
@@ -77,93 +78,31 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+TRAIN_PANEL = "Training options (TrainConfig: the same names and defaults as a training job's config)"
+
+
 def train(
     data: Annotated[Path, typer.Option("--data", help="dataset folder holding manifest.csv")],
     out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, best.pth, result.json")],
-    model: Annotated[
-        str,
-        typer.Option(help="torchvision model: vgg16, vgg16_bn, resnet18, resnet50, efficientnet_b0, densenet121, ..."),
-    ] = "resnet18",
-    image_size: Annotated[int, typer.Option(help="square input side in pixels")] = 64,
-    epochs: Annotated[int, typer.Option()] = 10,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    sampler: Annotated[
-        bool,
-        typer.Option(
-            "--sampler/--no-sampler", help="class-balanced WeightedRandomSampler (default) or plain shuffling"
-        ),
-    ] = True,
-    balance: Annotated[
-        str | None, typer.Option(help="sampler, loss (class-weighted loss) or none; overrides --sampler/--no-sampler")
-    ] = None,
-    amp: Annotated[bool, typer.Option(help="mixed precision: bf16 on CPU, fp16 with GradScaler on CUDA")] = False,
-    amp_dtype: Annotated[str | None, typer.Option(help="bf16 or fp16 (with --amp)")] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            help="local state_dict file of the pretrained model, or a torchvision weights name (needs network)"
-        ),
-    ] = None,
-    freeze_epochs: Annotated[int, typer.Option(help="epochs that train only the head (with --weights)")] = 0,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd")] = "adam",
-    schedule: Annotated[str, typer.Option(help="cosine, plateau or none")] = "cosine",
-    weight_decay: Annotated[float, typer.Option()] = 0.0,
-    label_smoothing: Annotated[float, typer.Option()] = 0.0,
-    grad_clip: Annotated[float | None, typer.Option(help="max gradient norm")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="early stop after N epochs without a better val balanced accuracy")
-    ] = None,
-    channels_last: Annotated[bool, typer.Option()] = False,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="train without random flips, crops, jitter")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_steps_per_epoch: Annotated[int | None, typer.Option(help="cut epochs short (smoke runs)")] = None,
-    num_workers: Annotated[int, typer.Option(help="data-loading processes")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue the run in --out with its stored options")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
+    **options: Any,
 ) -> None:
     """Train a classifier on DATASET's train split, validate on val, checkpoint every epoch to --out.
 
     Under torchrun (e.g. ``torchrun --nproc-per-node 2 --no-python dermasynth train ...``) it trains with
     DistributedDataParallel; rank 0 writes.
     """
+    chosen = {name: plain(value) for name, value in options.items()}
     try:
         manifest = Manifest.read(data)
         stored = _stored_config(out) if resume else None
         if stored is not None:
             console.print(f"resuming {out}: training options come from the run, not the command line")
-            config = stored.model_copy(update={"num_workers": num_workers, "device": device})
+            config = stored.model_copy(update={name: chosen[name] for name in RUNTIME_FIELDS if name in chosen})
         else:
-            chosen = balance or ("sampler" if sampler else "none")
-            if balance == "sampler" and not sampler:
-                raise typer.BadParameter("--balance sampler contradicts --no-sampler")
-            config = TrainConfig.model_validate(
-                {
-                    "model": model,
-                    "image_size": image_size,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "balance": chosen,
-                    "amp": amp,
-                    "amp_dtype": amp_dtype,
-                    "weights": weights,
-                    "freeze_epochs": freeze_epochs,
-                    "lr": lr,
-                    "optimizer": optimizer,
-                    "schedule": schedule,
-                    "weight_decay": weight_decay,
-                    "label_smoothing": label_smoothing,
-                    "grad_clip": grad_clip,
-                    "patience": patience,
-                    "channels_last": channels_last,
-                    "seed": seed,
-                    "max_steps_per_epoch": max_steps_per_epoch,
-                    "num_workers": num_workers,
-                    "device": device,
-                    "augment": {"enabled": not no_augment},
-                }
-            )
+            config = TrainConfig.model_validate({**chosen, "augment": {"enabled": not no_augment}})
     except ValidationError as exc:
         console.print(f"[red]invalid training options:[/red] {_describe(exc)}")
         raise typer.Exit(2) from exc
@@ -191,3 +130,6 @@ def train(
     )
     if json_output:
         typer.echo(result.model_dump_json())
+
+
+with_options(train, model_options(TrainConfig, exclude={"augment"}, panel=TRAIN_PANEL))

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dermasynth.data.images import RejectReason
 from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
+from dermasynth.data.schemas import DatasetFormat, RejectReason
 from dermasynth.labels import ISIC_CLASS_MAP, normalize_label
 
 Format = Literal["ham10000", "isic-csv", "imagefolder", "manifest"]
-FORMATS: tuple[str, ...] = ("auto", "ham10000", "isic-csv", "imagefolder", "manifest")
+FORMATS: tuple[str, ...] = tuple(f.value for f in DatasetFormat)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 HAM_METADATA = "HAM10000_metadata.csv"
 

@@ -11,31 +11,15 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from dermasynth.data.schemas import RejectReason
+
 ACCEPTED_MODES = frozenset({"RGB", "RGBA", "P", "YCbCr"})
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F", "La"})
 MIN_SIDE = 8
-
-
-class RejectReason(StrEnum):
-    """Why an image was left out. The values appear in import reports and API errors."""
-
-    EMPTY = "empty"
-    NOT_AN_IMAGE = "not_an_image"
-    TRUNCATED = "truncated"
-    UNREADABLE = "unreadable"
-    GRAYSCALE = "grayscale"
-    CMYK = "cmyk"
-    UNSUPPORTED_MODE = "unsupported_mode"
-    TOO_LARGE = "too_large"
-    TOO_SMALL = "too_small"
-    NO_LABEL = "no_label"
-    UNKNOWN_LABEL = "unknown_label"
-    OUTSIDE_CLASS_FOLDER = "outside_class_folder"
 
 
 ACCEPTED_DESCRIPTION = (

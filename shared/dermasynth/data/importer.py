@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dermasynth.data.formats import Candidate, list_source
-from dermasynth.data.images import RejectReason, inspect_image, strip_metadata
+from dermasynth.data.images import inspect_image, strip_metadata
 from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
-from dermasynth.data.schemas import ImportReport, Rejection
+from dermasynth.data.schemas import ImportReport, Rejection, RejectReason
 from dermasynth.data.splits import SplitFractions, assign_splits
 
 REPORT_NAME = "import_report.json"

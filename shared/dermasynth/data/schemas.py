@@ -1,12 +1,41 @@
-"""Dataset schemas: import reports, per-file rejections, dataset statistics and catalog entries."""
+"""Dataset schemas: rejection reasons, import reports, per-file rejections, dataset statistics, catalog entries.
+
+Pure pydantic (no image library): the gateway client and a client-only install import them.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from dermasynth.data.images import RejectReason
+
+class DatasetFormat(StrEnum):
+    """The layouts a dataset is imported from (``auto`` detects it): ``--format`` of the CLI, ``format`` of the API."""
+
+    AUTO = "auto"
+    HAM10000 = "ham10000"
+    ISIC_CSV = "isic-csv"
+    IMAGEFOLDER = "imagefolder"
+    MANIFEST = "manifest"
+
+
+class RejectReason(StrEnum):
+    """Why an image was left out. The values appear in import reports and API errors."""
+
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED = "truncated"
+    UNREADABLE = "unreadable"
+    GRAYSCALE = "grayscale"
+    CMYK = "cmyk"
+    UNSUPPORTED_MODE = "unsupported_mode"
+    TOO_LARGE = "too_large"
+    TOO_SMALL = "too_small"
+    NO_LABEL = "no_label"
+    UNKNOWN_LABEL = "unknown_label"
+    OUTSIDE_CLASS_FOLDER = "outside_class_folder"
 
 
 class Rejection(BaseModel):

@@ -1,10 +1,18 @@
-"""Jobs: records and their state machine, kept in Redis; queues and task names shared by gateway and workers."""
+"""Jobs: records and their state machine, kept in Redis; queues and task names shared by gateway and workers.
+
+The records, states and API schemas import only pydantic, so a client-only install (the CLI over HTTP,
+the frontend) can use them; the Redis job store is imported on first use of its names.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.states import InvalidTransition
-from dermasynth.jobs.store import JobNotFound, JobStore, RedisJobStore
+
+if TYPE_CHECKING:
+    from dermasynth.jobs.store import JobNotFound, JobStore, RedisJobStore
 
 __all__ = [
     "InvalidTransition",
@@ -18,3 +26,14 @@ __all__ = [
     "RedisJobStore",
     "run_prefix",
 ]
+
+_FROM_STORE = frozenset({"JobNotFound", "JobStore", "RedisJobStore"})
+
+
+def __getattr__(name: str) -> Any:
+    """The store's names, imported (with redis) only when asked for."""
+    if name in _FROM_STORE:
+        from dermasynth.jobs import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,11 +7,12 @@ import uuid
 from datetime import timedelta
 from typing import Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs.queues import QUEUE_OF
 from dermasynth.jobs.records import JobKind, JobRecord, JobState, run_prefix
+from dermasynth.jobs.schemas import Artefact
 from dermasynth.jobs.store import JobNotFound, JobStore
 from dermasynth.storage.base import ObjectStore
 
@@ -37,14 +38,6 @@ class UnknownReference(ValueError):
 
 class QueueUnavailable(RuntimeError):
     """The broker could not take the job; the job is recorded as failed with the reason."""
-
-
-class Artefact(BaseModel):
-    """One output file of a job."""
-
-    path: str = Field(description="relative to the job's run folder, e.g. 'metrics.json'")
-    size: int
-    url: str | None = Field(default=None, description="a time-limited direct download URL, when the store has them")
 
 
 def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog) -> None:

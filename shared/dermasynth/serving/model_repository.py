@@ -64,6 +64,32 @@ class BatchingOptions(BaseModel):
             raise ValueError(f"preferred batch sizes {bad} must lie in 1..max_batch_size ({self.max_batch_size})")
         return self
 
+    def changed(self, changes: BatchingChanges) -> BatchingOptions:
+        """These options with the fields ``changes`` sets; preferred sizes above a lowered maximum are dropped.
+
+        Raises:
+            pydantic.ValidationError: when the result is not valid (e.g. preferred sizes above the maximum).
+        """
+        update = changes.model_dump(exclude_unset=True, exclude_none=True)
+        if "max_batch_size" in update and "preferred_batch_sizes" not in update:
+            update["preferred_batch_sizes"] = tuple(
+                size for size in self.preferred_batch_sizes if size <= update["max_batch_size"]
+            )
+        return BatchingOptions.model_validate({**self.model_dump(), **update})
+
+
+class BatchingChanges(BaseModel):
+    """Some of :class:`BatchingOptions`: a deploy changes these and keeps the last deploy's others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    preferred_batch_sizes: tuple[int, ...] | None = None
+    max_queue_delay_us: int | None = Field(default=None, ge=0, le=1_000_000)
+    instance_kind: Literal["cpu", "gpu"] | None = None
+    instance_count: int | None = Field(default=None, ge=1, le=64)
+    intra_op_threads: int | None = Field(default=None, ge=0, le=256)
+
 
 def render_config(
     name: str, versions: list[int], options: BatchingOptions, warmup_image_size: int | None = None

@@ -1,4 +1,7 @@
-"""Serving schemas: predictions (POST /v1/predictions) and model versions (/v1/models)."""
+"""Serving schemas: predictions (POST /v1/predictions) and model versions (/v1/models).
+
+Pure pydantic: the gateway client, the CLI and the frontend import them without torch or PIL.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from dermasynth.data.images import RejectReason
+from dermasynth.data.schemas import RejectReason
 
 # -- predictions and model versions (POST /v1/predictions, /v1/models) ---------------------------------
 
@@ -110,3 +113,10 @@ class LiveModel(BaseModel):
     name: str
     version: int | None
     history: list[ModelDeployment] = Field(default_factory=list, description="most recent last")
+
+
+class ModelDetail(BaseModel):
+    """A model: its live version and every registered version with lineage (``GET /v1/models/{name}``)."""
+
+    live: LiveModel
+    versions: list[ModelVersionInfo]

@@ -14,7 +14,6 @@ from streamlit.testing.v1 import AppTest
 
 from dermasynth.auth import Scope
 from services.frontend import app as app_module
-from services.frontend import gateway as gateway_module
 from services.inference.launcher import free_port
 from tests.services.gateway.serving import ServingPlatform, serving_redis
 from tests.triton_fixtures import Served
@@ -115,18 +114,13 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_frontend_reaches_only_the_gateway() -> None:
+    """The page imports the library's one gateway client and its schemas, nothing of the platform."""
     assert _imports(APP) <= {
         "__future__",
         "base64",
-        "streamlit",
-        "dermasynth.serving.schemas",
-        "services.frontend.gateway",
-    }
-    assert _imports(Path(gateway_module.__file__)) <= {
-        "__future__",
         "os",
-        "dataclasses",
-        "httpx",
-        "pydantic",
+        "streamlit",
+        "dermasynth.gateway_client",
         "dermasynth.serving.schemas",
     }
+    assert not list(APP.parent.glob("gateway*.py")), "the frontend keeps no client of its own"
