@@ -26,7 +26,6 @@ from torch import Tensor
 
 from dermasynth.classifier.checkpoint import TrainedModel
 from dermasynth.data.manifest import Manifest
-from dermasynth.gan.quality import near_copy_threshold, nearest_real
 from dermasynth.gan.real_images import load_real_images, training_records
 
 NEAR_COPY_QUANTILE = 0.01
@@ -107,6 +106,8 @@ class ImageFilter:
         near_copy_ratio: float = NEAR_COPY_RATIO,
         seed: int = 0,
     ) -> None:
+        from dermasynth.gan.quality import near_copy_threshold  # not at import: quality loads the training engine
+
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
         unknown = sorted(set(classes) - set(classifier.classes))
@@ -150,6 +151,8 @@ class ImageFilter:
 
     def near_copies(self, images: Tensor, label: str) -> Tensor:
         """Whether each image is a near-copy of a real training image of ``label`` (False without real images)."""
+        from dermasynth.gan.quality import nearest_real
+
         if label not in self._real or self._real[label][0].shape[0] == 0:
             return torch.zeros(images.shape[0], dtype=torch.bool)
         real, lesions = self._real[label]
