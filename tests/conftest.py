@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,10 @@ from pathlib import Path
 # Set before torch loads: OpenMP threads that spin while waiting starve the other processes the tests
 # start (workers, gateway, tritonserver) on a 2-core machine; measured 4x slower training steps.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Decoded-image caches (issue 13) and fetched datasets go to a per-session folder, never into var/cache.
+if "DERMASYNTH_CACHE_ROOT" not in os.environ:
+    os.environ["DERMASYNTH_CACHE_ROOT"] = tempfile.mkdtemp(prefix="dermasynth-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DERMASYNTH_CACHE_ROOT"], True)
 
 import pytest
 

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     job_max_retries: int = Field(default=5, ge=0, le=50, description="retries after transient storage/network errors")
     job_log_lines: int = Field(default=2000, gt=0, description="log lines kept per job")
     cache_root: Path = Field(default=Path("var/cache"), description="datasets fetched from the store, per worker")
+    # -- issue 13: decoded-image cache (dermasynth.data.decoded_cache) --
+    decoded_cache_max_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=0,
+        description="disk budget of one decoded-image cache; a larger dataset trains from the per-image path",
+    )
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535, description="worker /metrics port; 0 = off")
 
     # Inference.
