@@ -266,6 +266,18 @@ def _headline(comparisons: list[ArmComparison], classes: list[str]) -> list[str]
     return lines
 
 
+MIN_SEEDS = 3
+
+
+def _seed_warning(config: ExperimentConfig) -> list[str]:
+    if len(config.seeds) >= MIN_SEEDS:
+        return []
+    return [
+        f"only {len(config.seeds)} seed(s) per arm: the intervals cannot hold the variation between training "
+        f"runs, so a verdict may be one run's luck (use at least {MIN_SEEDS})"
+    ]
+
+
 def rare_rule(config: ExperimentConfig) -> str:
     """The rule a rare-class 'yes' follows, in words."""
     return (
@@ -469,7 +481,7 @@ def build_report(inputs: ReportInputs) -> ExperimentReport:
         comparisons=comparisons,
         backbone_comparisons=backbone_comparisons,
         figure_pair=config.figure_pair(),
-        headline=_headline(comparisons, classes) + _rare_headline(config, rare, inputs.costs),
+        headline=_seed_warning(config) + _headline(comparisons, classes) + _rare_headline(config, rare, inputs.costs),
     )
 
 
