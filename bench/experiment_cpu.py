@@ -6,7 +6,7 @@ prints per arm the overall figures and per-class F1 with 95% intervals (seeds an
 resampled), every comparison's verdict, the per-rare-class answer and the GAN's cost per arm.
 The load average is printed before and after: on a shared CPU the times stretch with it.
 
-    python bench/experiment_cpu.py                         # about 50 minutes on an idle 2-core CPU
+    python bench/experiment_cpu.py                         # 49.5 min measured on 2 shared cores (load 6-13)
     python bench/experiment_cpu.py --out /tmp/e --resume   # continue an interrupted run
 Skips (exit 0) when ../shared/data/ham10000_200x150 is not there.
 """
