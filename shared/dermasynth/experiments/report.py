@@ -339,7 +339,7 @@ def _rare_class_answers(
                             f"recall gain {recall.difference * 100:+.1f} points < {config.min_recall_gain * 100:g}"
                         )
                     if not sure:
-                        why.append("the recall interval reaches 0 or below")
+                        why.append("the recall interval does not lie above 0")
                     if not kept:
                         why.append("balanced accuracy lowered")
                     reason = "; ".join(why) or "all three conditions hold"
