@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dermasynth.config import Settings, get_settings
+from dermasynth.jobs.queues import QUEUES
+from dermasynth.logs import configure_logging
 from services.gateway.errors import install_error_handlers
 from services.gateway.inference import serve_inference
 from services.gateway.metrics import GatewayMetrics, install_metrics
@@ -30,7 +32,10 @@ DESCRIPTION = """DermaSynth's HTTP API: datasets, GAN synthesis, training, evalu
 
 Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`), issued by an
 operator with `dermasynth keys create`. Engineer keys reach datasets and jobs; clinician keys reach
-predictions. Errors are JSON: `{"detail": "...", "reason": "..."}`.
+predictions. Every error is RFC 9457 `application/problem+json`: `{"type", "title", "status",
+"detail", "reason", "instance"}`, `reason` a stable machine string (`type` is
+`https://dermasynth.dev/problems/{reason}`). `POST /v1/jobs` and `POST /v1/datasets` take an
+`Idempotency-Key` header: a retried request gets the first answer back instead of a second job.
 
 DermaSynth is research software, not a medical device."""
 
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             async with serve_inference(app, services.settings, services.store):
                 yield
             return
+        configure_logging(settings)
         built = Services.from_settings(settings)
         attach_services(app, built)
         logger.info("gateway ready: store=%s redis=%s", settings.store, settings.redis_url.rsplit("@", 1)[-1])
@@ -85,4 +91,4 @@ def attach_services(app: FastAPI, services: Services) -> None:
     app.state.services = services
     register_ready_check(app, "redis", services.jobs.ping)
     register_ready_check(app, "store", lambda: services.store.exists("catalog/ready-probe"))
-    app.state.metrics.watch_queues(services.dispatcher.queue_lengths)
+    app.state.metrics.watch_queues(services.dispatcher.queue_lengths, lambda: services.jobs.running_counts(QUEUES))

@@ -20,20 +20,36 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class QueueLengthCollector(Collector):
-    """``dermasynth_queue_length{queue}``: messages waiting per Celery queue, read when Prometheus scrapes."""
+    """Read when Prometheus scrapes: ``dermasynth_queue_length{queue}`` (messages waiting per Celery queue)
+    and ``dermasynth_queue_jobs{queue,state}`` (``queued``: the same; ``running``: jobs holding a lease,
+    from ``P:jobs:running:{queue}``), what an autoscaler scales the workers of a queue on."""
 
-    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, int]], running: Callable[[], dict[str, int]] | None = None) -> None:
         self.read = read
+        self.running = running
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("dermasynth_queue_length", "Jobs waiting on each queue", labels=["queue"])
-        try:
-            lengths = self.read()
-        except Exception:  # the broker is down: report nothing rather than failing the whole scrape
-            lengths = {}
+        jobs = GaugeMetricFamily(
+            "dermasynth_queue_jobs", "Jobs of each queue by state (queued: waiting; running)", labels=["queue", "state"]
+        )
+        lengths = _read(self.read)
         for queue, length in sorted(lengths.items()):
             family.add_metric([queue], length)
+            jobs.add_metric([queue, "queued"], length)
+        for queue, count in sorted(_read(self.running).items()):
+            jobs.add_metric([queue, "running"], count)
         yield family
+        yield jobs
+
+
+def _read(read: Callable[[], dict[str, int]] | None) -> dict[str, int]:
+    if read is None:
+        return {}
+    try:
+        return read()
+    except Exception:  # the broker is down: report nothing rather than failing the whole scrape
+        return {}
 
 
 class GatewayMetrics:
@@ -60,9 +76,11 @@ class GatewayMetrics:
             "dermasynth_jobs_submitted_total", "Jobs accepted by kind", ["kind"], registry=self.registry
         )
 
-    def watch_queues(self, read: Callable[[], dict[str, int]]) -> None:
-        """Also export the queue lengths ``read`` returns."""
-        self.registry.register(QueueLengthCollector(read))
+    def watch_queues(
+        self, read: Callable[[], dict[str, int]], running: Callable[[], dict[str, int]] | None = None
+    ) -> None:
+        """Also export the queue lengths ``read`` returns (and the running jobs ``running`` counts)."""
+        self.registry.register(QueueLengthCollector(read, running))
 
 
 class ObserveRequests:

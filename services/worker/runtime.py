@@ -4,14 +4,21 @@ A task calls :func:`run_job` with its job id and a body (``JobContext -> result 
 body this module:
 
 1. skips a job that has finished (its record is final or its completion marker exists);
-2. takes the job's lease, or retries later while another live worker holds it (a redelivered message
-   of a job whose worker still runs), and renews it from a heartbeat thread;
+2. takes the job's lease (and lists the job as running on its queue), or drops a duplicate message
+   while another live worker holds it (if that worker dies, the sweeper re-sends the job); renews the
+   lease from a heartbeat thread;
 3. moves the job to ``running`` (attempts + 1) and validates its parameters again;
 4. passes the body a progress callback that writes progress to the job store and raises
    :class:`~dermasynth.progress.Cancelled` once a user asked to cancel;
 5. writes ``runs/{job_id}/_COMPLETE.json`` last, then marks the job succeeded; or marks it cancelled
    (its last checkpoint stays), failed with its error, or queued again for a retry after a transient
-   storage/network error.
+   storage/network error (Celery's exponential backoff with full jitter:
+   ``DERMASYNTH_JOB_RETRY_BACKOFF_S`` doubling up to ``DERMASYNTH_JOB_RETRY_BACKOFF_MAX_S``, at most
+   ``DERMASYNTH_JOB_MAX_RETRIES`` times);
+6. hands the job back to its queue when the worker is shutting down (SIGTERM, see
+   :mod:`services.worker.shutdown`).
+
+Jobs whose worker died are found by the sweeper (:mod:`services.worker.sweeper`), not here.
 """
 
 from __future__ import annotations
@@ -27,23 +34,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel
 
 from dermasynth.data.manifest import Manifest
-from dermasynth.jobs import JobNotFound, JobRecord, JobState, run_prefix
+from dermasynth.jobs import InvalidTransition, JobNotFound, JobRecord, JobState, run_prefix
 from dermasynth.jobs.params import parse_params
-from dermasynth.jobs.store import JobStore
+from dermasynth.jobs.store import ALIVE_S, JobStore
 from dermasynth.jobs.submission import COMPLETION_MARKER
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import ObjectStore, PrefixedStore
 from services.worker.failures import describe, is_transient
-from services.worker.metrics import JOB_OUTCOMES, JOB_SECONDS
+from services.worker.metrics import IMAGES_PER_SECOND, JOB_OUTCOMES, JOB_SECONDS
 from services.worker.resources import WorkerResources, worker_resources
+from services.worker.shutdown import SHUTDOWN, HandBack
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
+HAND_BACK_DELAY_S = 5.0
+"""A job being handed back is left to the sweepers if its worker has not re-sent it within this."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -52,18 +64,19 @@ class LeaseLost(Exception):
 
 
 class Heartbeat:
-    """Renews the job's lease every third of its length from a daemon thread."""
+    """Renews the job's lease (and its alive mark) from a daemon thread, every third of the shorter of the
+    lease and :data:`~dermasynth.jobs.store.ALIVE_S` (5 s with the defaults)."""
 
-    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float) -> None:
-        self.jobs, self.job_id, self.owner, self.lease_s = jobs, job_id, owner, lease_s
+    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float, queue: str) -> None:
+        self.jobs, self.job_id, self.owner, self.lease_s, self.queue = jobs, job_id, owner, lease_s, queue
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
+        while not self._stop.wait(min(self.lease_s, ALIVE_S) / 3):
             try:
-                if not self.jobs.renew_lease(self.job_id, self.owner, self.lease_s):
+                if not self.jobs.renew_lease(self.job_id, self.owner, self.lease_s, queue=self.queue):
                     self.lost = True
                     return
             except Exception:  # Redis hiccup: try again at the next beat, the lease has slack
@@ -79,22 +92,33 @@ class Heartbeat:
 
 
 class ProgressReporter:
-    """The progress callback handed to engines: stores progress (throttled) and checks the cancel flag."""
+    """The progress callback handed to engines: stores progress (throttled), checks the cancel flag, and
+    stops the job for a hand-back when the worker shuts down. A Redis outage (a restart) does not stop
+    the job: progress is skipped until Redis answers again, and the lease has slack for it."""
 
-    def __init__(self, jobs: JobStore, job_id: str, heartbeat: Heartbeat) -> None:
-        self.jobs, self.job_id, self.heartbeat = jobs, job_id, heartbeat
+    def __init__(self, jobs: JobStore, job_id: str, heartbeat: Heartbeat, kind: str = "") -> None:
+        self.jobs, self.job_id, self.heartbeat, self.kind = jobs, job_id, heartbeat, kind
         self._last_write = 0.0
         self._last_key: tuple[str, int | None] | None = None
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
+        if progress.images_per_s is not None:
+            IMAGES_PER_SECOND.labels(self.kind).set(progress.images_per_s)
         key = (progress.phase, progress.epoch)
         if key != self._last_key:
             logger.info("%s", _describe_progress(progress))
+        if SHUTDOWN.should_hand_back(progress):
+            raise HandBack(f"job {self.job_id}: the worker is shutting down; handing the job back")
         if key != self._last_key or now - self._last_write >= PROGRESS_INTERVAL_S:
-            self.jobs.set_progress(self.job_id, progress)
             self._last_write, self._last_key = now, key
-            if self.jobs.cancel_requested(self.job_id):
+            try:
+                self.jobs.set_progress(self.job_id, progress)
+                cancelled = self.jobs.cancel_requested(self.job_id)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.warning("job %s: progress not stored, Redis does not answer (%s)", self.job_id, exc)
+                return
+            if cancelled:
                 raise Cancelled(f"job {self.job_id} was cancelled by a user")
             if self.heartbeat.lost:
                 raise LeaseLost(f"job {self.job_id}: another worker holds the lease now")
@@ -131,6 +155,8 @@ class JobLogHandler(logging.Handler):
             return
         try:
             self.jobs.append_log(self.job_id, self.format(record))
+        except (redis.ConnectionError, redis.TimeoutError):  # Redis restarting: the worker's own log has it
+            pass
         except Exception:  # a log line must never fail the job
             self.handleError(record)
 
@@ -215,36 +241,85 @@ def run_job(task: Task, job_id: str, body: JobBody) -> None:
         logger.warning("job %s is not in the job store (expired or from another deployment); dropping it", job_id)
         return
     except Exception as exc:
-        retry = _retry(task, job_id, exc) if is_transient(exc) else exc
-        if retry is exc:
+        if not _may_retry(task, exc):
             _fail_if_possible(job_id, exc)
             raise
-        raise retry from exc
+        raise _retry(task, job_id, exc) from exc
     owner = worker_name(task)
     lease_s = resources.settings.job_lease_s
-    if not resources.jobs.acquire_lease(job_id, owner, lease_s):
-        logger.info("job %s is held by another live worker; checking again in %d s", job_id, lease_s)
-        raise task.retry(countdown=lease_s)
+    if not resources.jobs.acquire_lease(job_id, owner, lease_s, queue=record.queue):
+        # a duplicate message (a re-send, the broker's backstop redelivery): the live holder runs the job,
+        # and if it dies the sweeper re-sends it
+        holder = resources.jobs.lease_holder(job_id) or "(gone meanwhile)"
+        logger.info("job %s is held by live worker %s; dropping this duplicate message", job_id, holder)
+        return
     started = time.monotonic()
     outcome = "failed"
+    SHUTDOWN.on_deadline(lambda: _abandon(resources, job_id, owner, record.queue))
     try:
         outcome = _run_held(task, record, body, resources, owner, marker)
     finally:
-        resources.jobs.release_lease(job_id, owner)
+        SHUTDOWN.on_deadline(None)
+        resources.jobs.release_lease(job_id, owner, queue=record.queue)
         JOB_OUTCOMES.labels(record.kind.value, outcome).inc()
         JOB_SECONDS.labels(record.kind.value).observe(time.monotonic() - started)
 
 
+def retry_delay(task: Task, retries: int) -> int:
+    """Celery's exponential backoff with full jitter, from the task's ``retry_backoff*`` options."""
+    return int(
+        get_exponential_backoff_interval(
+            factor=int(task.retry_backoff),
+            retries=retries,
+            maximum=int(task.retry_backoff_max),
+            full_jitter=bool(task.retry_jitter),
+        )
+    )
+
+
+def _may_retry(task: Task, exc: Exception) -> bool:
+    """Whether ``exc`` is transient and retries are left."""
+    return is_transient(exc) and task.request.retries < worker_resources().settings.job_max_retries
+
+
 def _retry(task: Task, job_id: str, exc: Exception) -> Exception:
-    """A retry after a transient error, ``exc`` itself once the retries allowed are spent."""
+    """Send the job's retry (after Celery's backoff); the :class:`celery.exceptions.Retry` to raise."""
     retries, allowed = task.request.retries, worker_resources().settings.job_max_retries
-    if retries >= allowed:
-        return exc
-    delay = min(300, 5 * 2**retries)
+    delay = retry_delay(task, retries)
     logger.warning(
         "job %s: transient error (%s); retry %d/%d in %d s", job_id, describe(exc), retries + 1, allowed, delay
     )
     return task.retry(exc=exc, countdown=delay, throw=False)
+
+
+def send_job(task: Task, record: JobRecord) -> None:
+    """Put the job's message on its queue again (a new message; the job id stays the task id)."""
+    task.app.send_task(task.name, args=(record.id,), task_id=record.id, queue=record.queue)
+
+
+def _hand_back(task: Task, resources: WorkerResources, record: JobRecord, owner: str) -> None:
+    """Queue the job again for another worker; if this process dies half-way, a sweeper finishes it."""
+    jobs = resources.jobs
+    jobs.transition(record.id, JobState.QUEUED)
+    claim = jobs.abandon_lease(record.id, owner, queue=record.queue, delay_s=HAND_BACK_DELAY_S)
+    send_job(task, record)
+    if claim is not None:
+        jobs.unclaim(claim)
+    logger.warning("job %s handed back to the %s queue (worker shutting down)", record.id, record.queue)
+
+
+def _abandon(resources: WorkerResources, job_id: str, owner: str, queue: str) -> None:
+    """The shutdown watchdog's last act: give the lease up so that a sweeper re-sends the job at once."""
+    resources.jobs.abandon_lease(job_id, owner, queue=queue)
+    logger.error("job %s abandoned at the end of the grace period; a sweeper re-sends it", job_id)
+
+
+def _settle(jobs: JobStore, job_id: str, to: JobState, **changes: Any) -> None:
+    """Move the job to a final state unless it got there meanwhile (e.g. cancelled while its lease lapsed)."""
+    try:
+        jobs.transition(job_id, to, **changes)
+    except InvalidTransition:
+        logger.warning("job %s: already %s; not marking it %s", job_id, jobs.get(job_id).state.value, to.value)
 
 
 def _fail_if_possible(job_id: str, exc: Exception) -> None:
@@ -259,31 +334,43 @@ def _run_held(task: Task, record: JobRecord, body: JobBody, resources: WorkerRes
     """The part of :func:`run_job` done while holding the lease; returns the outcome for the metrics."""
     jobs, settings, job_id = resources.jobs, resources.settings, record.id
     if jobs.cancel_requested(job_id):
-        jobs.transition(job_id, JobState.CANCELLED)
+        _settle(jobs, job_id, JobState.CANCELLED)
         return "cancelled"
-    record = jobs.transition(job_id, JobState.RUNNING, worker=owner)
-    with job_logs(jobs, job_id), Heartbeat(jobs, job_id, owner, settings.job_lease_s) as heartbeat:
+    try:
+        record = jobs.transition(job_id, JobState.RUNNING, worker=owner)
+    except InvalidTransition:  # cancelled (or failed) between the checks above and now
+        logger.info("job %s ended before it started here (%s)", job_id, jobs.get(job_id).state.value)
+        return "cancelled"
+    with (
+        job_logs(jobs, job_id),
+        Heartbeat(jobs, job_id, owner, settings.job_lease_s, record.queue) as heartbeat,
+    ):
         logger.info("job %s (%s) attempt %d on %s", job_id, record.kind.value, record.attempts, owner)
         try:
             params = parse_params(record.kind, record.params)
-            context = JobContext(record, params, resources, ProgressReporter(jobs, job_id, heartbeat))
+            context = JobContext(
+                record, params, resources, ProgressReporter(jobs, job_id, heartbeat, record.kind.value)
+            )
             result = body(context)
             resources.store.put_bytes(marker, json.dumps(result, indent=2).encode(), "application/json")
-            jobs.transition(job_id, JobState.SUCCEEDED, result=result)
+            _settle(jobs, job_id, JobState.SUCCEEDED, result=result)
             logger.info("job %s succeeded", job_id)
             return "succeeded"
+        except HandBack:
+            _hand_back(task, resources, record, owner)
+            return "handed_back"
         except Cancelled:
-            jobs.transition(job_id, JobState.CANCELLED, result={"run": run_prefix(job_id)})
+            _settle(jobs, job_id, JobState.CANCELLED, result={"run": run_prefix(job_id)})
             logger.info("job %s cancelled; its last checkpoint is kept under %s/", job_id, run_prefix(job_id))
             return "cancelled"
         except LeaseLost:
             logger.warning("job %s: lease lost to another worker; stopping this copy", job_id)
             return "lease_lost"
         except Exception as exc:
-            retry = _retry(task, job_id, exc) if is_transient(exc) else exc
-            if retry is not exc:
-                jobs.transition(job_id, JobState.QUEUED)
-                raise retry from exc
+            if _may_retry(task, exc):
+                jobs.transition(job_id, JobState.QUEUED)  # before the retry's message can reach a worker
+                jobs.release_lease(job_id, owner, queue=record.queue)
+                raise _retry(task, job_id, exc) from exc
             logger.exception("job %s failed: %s", job_id, describe(exc))
-            jobs.transition(job_id, JobState.FAILED, error=describe(exc))
+            _settle(jobs, job_id, JobState.FAILED, error=describe(exc))
             return "failed"

@@ -1,8 +1,8 @@
 """Real services for the platform tests: uvicorn gateways and Celery worker processes on this machine.
 
 Each platform gets a Redis key prefix of its own on the test database (so its Celery queues and job
-records are its own), a filesystem store in a temporary folder, and short leases and visibility
-timeouts so that crash recovery takes seconds. Everything it starts is stopped, and its keys deleted.
+records are its own) and a filesystem store in a temporary folder. Leases, visibility timeout, retries
+and grace periods are the production defaults. Everything it starts is stopped, and its keys deleted.
 """
 
 from __future__ import annotations
@@ -59,9 +59,6 @@ class Platform:
             "DERMASYNTH_STORE": "filesystem",
             "DERMASYNTH_STORE_ROOT": str(self.root / "store"),
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
-            "DERMASYNTH_JOB_VISIBILITY_TIMEOUT_S": "6",
-            "DERMASYNTH_JOB_LEASE_S": "6",
-            "DERMASYNTH_JOB_MAX_RETRIES": "1",
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
@@ -78,9 +75,6 @@ class Platform:
             cache_root=self.root / "cache-tests",
             api_key_pepper=PEPPER,
             environment="test",
-            job_visibility_timeout_s=6,
-            job_lease_s=6,
-            job_max_retries=1,
             worker_metrics_port=0,
         )
 
@@ -97,10 +91,18 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def start_worker(self, name: str, queues: str = "gan,train,default") -> subprocess.Popen[bytes]:
-        """A Celery worker process (solo pool) with its own dataset cache; returns once it consumes."""
+    def start_worker(
+        self, name: str, queues: str = "gan,train,default", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A Celery worker process (solo pool) with its own dataset cache (``env``: more variables);
+        returns once it consumes."""
         log = self.root / f"worker-{name}.log"
-        env = {**self.env, "DERMASYNTH_CACHE_ROOT": str(self.root / f"cache-{name}")}
+        env = {
+            **self.env,
+            "DERMASYNTH_CACHE_ROOT": str(self.root / f"cache-{name}"),
+            "DERMASYNTH_WORKER_LIVENESS_FILE": str(self.root / f"worker-{name}.alive"),
+            **(env or {}),
+        }
         process = self._spawn(
             [
                 sys.executable,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from dermasynth.config import Settings
@@ -15,6 +17,7 @@ from dermasynth.data.splits import SplitFractions
 from dermasynth.data.uploads import IngestOptions, ingest_archive, ingest_store_prefix
 from dermasynth.storage import ObjectNotFound
 from services.gateway.deps import EngineerKey, RegistryDep, SettingsDep, StoreDep
+from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -24,8 +27,9 @@ DatasetIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"},
     403: {"description": "the key lacks the engineer scope"},
+    409: {"description": "a request with this Idempotency-Key is still being processed"},
     413: {"description": "the upload is larger than the limits (bytes, files, expanded size)"},
-    422: {"description": "not a zip, unsafe paths, wrong layout, no decodable image, bad options"},
+    422: {"description": "not a zip, unsafe paths, wrong layout, no decodable image, bad options, a reused key"},
 }
 
 
@@ -74,21 +78,31 @@ def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac
     summary="Upload a dataset as a zip (HAM10000, ISIC CSV, ImageFolder or DermaSynth manifest layout)",
 )
 def upload_dataset(
-    _: EngineerKey,
+    key: EngineerKey,
     registry: RegistryDep,
     settings: SettingsDep,
+    idempotency: IdempotencyDep,
     file: Annotated[UploadFile, File(description="a .zip of the dataset folder")],
     name: Annotated[str, Form(min_length=1, max_length=100)],
     format: Annotated[Format, Form()] = "auto",
     seed: Annotated[int, Form(ge=0, le=2**32 - 1)] = 0,
     val_frac: Annotated[float, Form(ge=0, le=0.5)] = 0.15,
     test_frac: Annotated[float, Form(ge=0, le=0.5)] = 0.15,
-) -> DatasetCreated:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DatasetCreated | JSONResponse:
     """Every file is decoded and checked; accepted images are stored without metadata; the report lists
-    every rejected file with its reason. Nothing is stored unless the whole upload succeeds."""
+    every rejected file with its reason. Nothing is stored unless the whole upload succeeds. With an
+    ``Idempotency-Key``, a retry returns this same dataset instead of storing another."""
     options = _options(settings, format, seed, val_frac, test_frac)
-    info, report = ingest_archive(registry, file.file, name=name, options=options)
-    return DatasetCreated(dataset=info, report=report)
+    form = json.dumps([name, format, seed, val_frac, test_frac])
+    print_ = fingerprint(form, stream=file.file) if idempotency_key is not None else ""
+    with idempotency.once(idempotency_key, key.id, "datasets", print_) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        info, report = ingest_archive(registry, file.file, name=name, options=options)
+        created = DatasetCreated(dataset=info, report=report)
+        slot.save(status.HTTP_201_CREATED, created.model_dump_json())
+    return created
 
 
 @router.post(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from dermasynth.jobs import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
@@ -19,6 +19,7 @@ from dermasynth.jobs.schemas import Artefact
 from dermasynth.jobs.submission import cancel_job, list_artefacts, submit_job
 from dermasynth.storage import check_key
 from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep, StoreDep
+from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -38,7 +39,8 @@ _FOUND: dict[int | str, dict[str, Any]] = {**_AUTH, 404: {"description": "no suc
     response_model=JobRecord,
     responses={
         **_AUTH,
-        422: {"description": "invalid parameters or an unknown dataset/job"},
+        409: {"description": "a request with this Idempotency-Key is still being processed"},
+        422: {"description": "invalid parameters, an unknown dataset/job, or an Idempotency-Key reused"},
         503: {"description": "the queue is unavailable"},
     },
     summary="Submit a synthesis, training, evaluation or experiment job",
@@ -49,13 +51,22 @@ def create_job(
     dispatcher: DispatcherDep,
     registry: RegistryDep,
     metrics: MetricsDep,
+    idempotency: IdempotencyDep,
     request: Annotated[JobRequest, Body()],
     response: Response,
-) -> JobRecord:
-    """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress."""
-    record = submit_job(request.kind, request.params, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=registry)
-    metrics.jobs_submitted.labels(record.kind.value).inc()
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobRecord | JSONResponse:
+    """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress. With an
+    ``Idempotency-Key``, a retry returns this same job instead of queueing another."""
+    with idempotency.once(idempotency_key, key.id, "jobs", fingerprint(request.model_dump_json())) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        record = submit_job(
+            request.kind, request.params, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=registry
+        )
+        metrics.jobs_submitted.labels(record.kind.value).inc()
+        response.headers["Location"] = f"/v1/jobs/{record.id}"
+        slot.save(status.HTTP_202_ACCEPTED, record.model_dump_json(), {"Location": response.headers["Location"]})
     return record
 
 

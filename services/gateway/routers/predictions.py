@@ -3,7 +3,8 @@
 Status codes: 200 when at least one image was answered; unusable images then appear in ``results``
 as ``{"status": "error", "file": ..., "reason": ..., "detail": ...}`` entries beside the answers, in
 upload order. 422 when no image could be used (the same body, every entry an error) or the request
-itself is wrong (no images, too many, bad options). 503 when no model is deployed or Triton cannot
+itself is wrong (no images, too many, bad options); every error is problem+json (the 422 of unusable images
+carries the same ``results`` as extension members). 503 when no model is deployed or Triton cannot
 answer; the gateway stays up and answers again as soon as Triton does.
 """
 
@@ -16,8 +17,9 @@ from fastapi.responses import JSONResponse, Response
 
 from dermasynth.serving.inference_client import InferenceFailed, InferenceUnavailable
 from dermasynth.serving.prediction import BadRequest, NoLiveModel, Upload
-from dermasynth.serving.schemas import PredictionResponse
+from dermasynth.serving.schemas import ImageError, PredictionResponse
 from services.gateway.deps import ClinicianKey
+from services.gateway.errors import problem_response
 from services.gateway.inference import InferenceDep
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -36,7 +38,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _error(code: int, detail: str, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": detail, "reason": reason}, status_code=code)
+    return problem_response(code, reason, detail)
 
 
 @router.post(
@@ -77,6 +79,13 @@ async def predict(
         )
     except InferenceFailed as exc:
         return _error(status.HTTP_502_BAD_GATEWAY, str(exc), "inference_failed")
-    code = status.HTTP_200_OK if response.succeeded else status.HTTP_422_UNPROCESSABLE_CONTENT
+    if not response.succeeded:  # a problem, with the per-image results as extension members
+        reasons = "; ".join(f"{r.file}: {r.detail}" for r in response.results[:5] if isinstance(r, ImageError))
+        return problem_response(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "no_usable_image",
+            f"no image could be used ({reasons})",
+            **response.model_dump(mode="json"),
+        )
     # serialized once here (pydantic-core), rather than re-validated against response_model by FastAPI
-    return Response(response.model_dump_json(), status_code=code, media_type="application/json")
+    return Response(response.model_dump_json(), status_code=status.HTTP_200_OK, media_type="application/json")

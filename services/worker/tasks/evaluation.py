@@ -14,7 +14,7 @@ from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import EvaluationParams
 from dermasynth.jobs.queues import TASK_NAMES
 from dermasynth.storage import ObjectStore
-from services.worker.celery_app import app
+from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 
 
@@ -80,7 +80,7 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@app.task(bind=True, name=TASK_NAMES[JobKind.EVALUATION], max_retries=None)
+@app.task(name=TASK_NAMES[JobKind.EVALUATION], **JOB_TASK_OPTIONS)
 def evaluation(self: Task, job_id: str) -> None:
     """Run evaluation job ``job_id``."""
     run_job(self, job_id, evaluate)

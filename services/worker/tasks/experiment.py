@@ -11,7 +11,7 @@ from dermasynth.experiments.runner import run_experiment
 from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import ExperimentParams
 from dermasynth.jobs.queues import TASK_NAMES
-from services.worker.celery_app import app
+from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 
 
@@ -37,7 +37,7 @@ def experiment(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@app.task(bind=True, name=TASK_NAMES[JobKind.EXPERIMENT], max_retries=None)
+@app.task(name=TASK_NAMES[JobKind.EXPERIMENT], **JOB_TASK_OPTIONS)
 def experiment_task(self: Task, job_id: str) -> None:
     """Run experiment job ``job_id``."""
     run_job(self, job_id, experiment)

@@ -13,7 +13,7 @@ from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import SynthesisParams
 from dermasynth.jobs.queues import TASK_NAMES
 from dermasynth.storage import PrefixedStore
-from services.worker.celery_app import app
+from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 
 GAN_FOLDER = "gan"
@@ -58,7 +58,7 @@ def synthesis(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@app.task(bind=True, name=TASK_NAMES[JobKind.SYNTHESIS], max_retries=None)
+@app.task(name=TASK_NAMES[JobKind.SYNTHESIS], **JOB_TASK_OPTIONS)
 def synthesis_task(self: Task, job_id: str) -> None:
     """Run synthesis job ``job_id``."""
     run_job(self, job_id, synthesis)

@@ -11,7 +11,7 @@ from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import TrainingParams
 from dermasynth.jobs.queues import TASK_NAMES
 from dermasynth.progress import Progress
-from services.worker.celery_app import app
+from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 from services.worker.tasks.evaluation import evaluate_into, summary
 
@@ -38,7 +38,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     return outcome
 
 
-@app.task(bind=True, name=TASK_NAMES[JobKind.TRAINING], max_retries=None)
+@app.task(name=TASK_NAMES[JobKind.TRAINING], **JOB_TASK_OPTIONS)
 def training(self: Task, job_id: str) -> None:
     """Run training job ``job_id``."""
     run_job(self, job_id, train)

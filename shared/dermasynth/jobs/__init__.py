@@ -12,9 +12,10 @@ from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPa
 from dermasynth.jobs.states import InvalidTransition
 
 if TYPE_CHECKING:
-    from dermasynth.jobs.store import JobNotFound, JobStore, RedisJobStore
+    from dermasynth.jobs.store import Claim, JobNotFound, JobStore, RedisJobStore
 
 __all__ = [
+    "Claim",
     "InvalidTransition",
     "JobKind",
     "JobNotFound",
@@ -27,7 +28,7 @@ __all__ = [
     "run_prefix",
 ]
 
-_FROM_STORE = frozenset({"JobNotFound", "JobStore", "RedisJobStore"})
+_FROM_STORE = frozenset({"Claim", "JobNotFound", "JobStore", "RedisJobStore"})
 
 
 def __getattr__(name: str) -> Any:

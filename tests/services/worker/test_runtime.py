@@ -18,6 +18,8 @@ from services.worker.tasks.training import training
 from tests.conftest import free_port
 from tests.services.platform import Platform
 from tests.services.worker.conftest import use_platform
+from tests.services.worker.faults import TcpProxy
+from tests.services.worker.test_store_outage import s3_env
 
 TINY = {"model": "mobilenet_v3_small", "image_size": 16, "batch_size": 16, "num_workers": 0, "epochs": 1}
 
@@ -61,33 +63,47 @@ def test_a_job_cancelled_while_its_worker_was_down_ends_cancelled(resources: Wor
     assert resources.jobs.get(job.id).state == JobState.CANCELLED
 
 
-def test_transient_storage_errors_are_retried_then_fail(
+def test_a_duplicate_message_of_a_job_another_worker_runs_is_dropped(
+    resources: WorkerResources, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = _job(resources, {"dataset_id": "ds-x", "config": TINY})
+    assert resources.jobs.acquire_lease(job.id, "other-host:7", 60, queue="train")
+    resources.jobs.transition(job.id, JobState.RUNNING, worker="other-host:7")
+    with caplog.at_level(logging.INFO, logger="services.worker.runtime"):
+        training.apply(args=(job.id,))
+    record = resources.jobs.get(job.id)
+    assert record.state == JobState.RUNNING and record.attempts == 1 and record.worker == "other-host:7"
+    assert "held by live worker other-host:7; dropping this duplicate message" in caplog.text
+    assert resources.jobs.lease_holder(job.id) == "other-host:7"
+
+
+def test_a_store_outage_fails_the_job_clearly_and_a_resubmission_succeeds_once_it_is_back(
     platform: Platform, monkeypatch: pytest.MonkeyPatch, demo_dataset: Manifest, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Eagerly (no countdowns): each attempt meets the outage after the S3 client's own retries (about 6 s),
+    so one Celery retry is allowed here instead of the production 5 (test_store_outage.py runs those)."""
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        resources = use_platform(
-            platform,
-            monkeypatch,
-            DERMASYNTH_STORE="s3",
-            DERMASYNTH_S3_ENDPOINT=f"127.0.0.1:{port}",
-            DERMASYNTH_S3_BUCKET=f"b-{uuid.uuid4().hex[:8]}",
-            DERMASYNTH_S3_ACCESS_KEY="test",
-            DERMASYNTH_S3_SECRET_KEY="test-secret",
-        )
-        dataset = resources.registry.publish(demo_dataset.root, name="demo", origin="local")
-        job = _job(resources, {"dataset_id": dataset.id, "config": TINY})
+        with TcpProxy(port) as proxy:
+            resources = use_platform(platform, monkeypatch, DERMASYNTH_JOB_MAX_RETRIES="1", **s3_env(proxy))
+            dataset = resources.registry.publish(demo_dataset.root, name="demo", origin="local")
+            job = _job(resources, {"dataset_id": dataset.id, "config": TINY})
+            proxy.cut()  # the store goes away before the job runs
+            with caplog.at_level(logging.WARNING, logger="services.worker.runtime"):
+                training.apply(args=(job.id,))
+            record = resources.jobs.get(job.id)
+            assert record.state == JobState.FAILED and record.attempts == 0, record
+            assert record.error is not None and record.error.startswith("MaxRetryError")
+            assert f"port={proxy.port}" in record.error and "Connection refused" in record.error
+            assert "transient error" in caplog.text and "retry 1/1" in caplog.text and "retry 2/1" not in caplog.text
+
+            proxy.restore()
+            again = _job(resources, {"dataset_id": dataset.id, "config": TINY})
+            training.apply(args=(again.id,))
+            assert resources.jobs.get(again.id).state == JobState.SUCCEEDED
     finally:
-        server.stop()  # the store goes away before the job runs
-    try:
-        with caplog.at_level(logging.WARNING, logger="services.worker.runtime"):
-            training.apply(args=(job.id,))
-        record = resources.jobs.get(job.id)
-        assert record.state == JobState.FAILED and record.attempts == 0, record
-        assert record.error is not None and record.error.startswith("MaxRetryError")
-        assert "transient error" in caplog.text and "retry 1/1" in caplog.text and "retry 2/1" not in caplog.text
-    finally:
+        server.stop()
         get_settings.cache_clear()
         worker_resources.cache_clear()
