@@ -127,7 +127,19 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
     Raises:
         ValueError: if the plan names a class the train split does not hold, or the split is empty.
     """
-    have = manifest.class_counts("train")
+    real = Counter(r.label for r in manifest.in_split("train") if r.source != "synthetic")
+    return counts_for(manifest.class_counts("train"), plan, real=dict(real))
+
+
+def counts_for(have: dict[str, int], plan: SynthesisPlan, real: dict[str, int] | None = None) -> dict[str, int]:
+    """:func:`plan_counts` from the train split's class counts alone (what a dataset's stats hold).
+
+    ``real`` counts only the real train images (``real_ratio`` plans scale them); without it the train
+    counts stand in, an upper bound (what a limit check needs).
+
+    Raises:
+        ValueError: if the plan names a class ``have`` does not hold, or ``have`` is empty.
+    """
     if not have:
         raise ValueError("the manifest's train split is empty: nothing to balance")
     named = set(plan.classes or []) | set(plan.counts or {})
@@ -139,8 +151,8 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
         assert plan.counts is not None
         return {label: plan.counts.get(label, 0) for label in have}
     if plan.mode == "real_ratio":
-        real = Counter(r.label for r in manifest.in_split("train") if r.source != "synthetic")
-        return {label: math.floor(real[label] * plan.ratio + 0.5) if label in chosen else 0 for label in have}
+        real = real if real is not None else have
+        return {label: math.floor(real.get(label, 0) * plan.ratio + 0.5) if label in chosen else 0 for label in have}
     if plan.mode == "balance":
         target = math.floor(max(have.values()) * plan.ratio + 0.5)
     else:
