@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean k8s-secrets
 
 setup: $(STAMP)
 
@@ -30,3 +30,13 @@ bench: setup
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+# Kubernetes secrets for one overlay (cpu, gpu, production): k8s/overlays/$(OVERLAY)/secrets.env, random
+# values for every empty key of k8s/secrets.env.example; an existing file is never overwritten.
+OVERLAY ?= production
+k8s-secrets:
+	@test ! -e k8s/overlays/$(OVERLAY)/secrets.env || { echo "k8s/overlays/$(OVERLAY)/secrets.env exists; not overwritten"; exit 1; }
+	@umask 077; while IFS= read -r line; do \
+	  case "$$line" in ''|'#'*) continue;; *=) echo "$${line}$$(openssl rand -hex 24)";; *) echo "$$line";; esac; \
+	done < k8s/secrets.env.example > k8s/overlays/$(OVERLAY)/secrets.env
+	@echo "wrote k8s/overlays/$(OVERLAY)/secrets.env"

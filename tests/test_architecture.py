@@ -30,6 +30,7 @@ FLOORS: dict[str, int] = {
     "config": 0,
     "labels": 0,
     "progress": 0,
+    "logs": 0,
     "storage": 1,
     "metrics": 2,
     "data": 3,

@@ -1,23 +1,25 @@
-# The Streamlit frontend. It talks only to the gateway (DERMASYNTH_GATEWAY_URL); CPU torch comes along only
-# because the dermasynth package it shares its schemas with depends on it.
-# Build from the repository root:  docker build -f deploy/docker/frontend.Dockerfile -t dermasynth-frontend .
-FROM python:3.11-slim AS build
+# The Streamlit frontend. It talks only to the gateway (DERMASYNTH_GATEWAY_URL) through the typed gateway
+# client, so its image installs the `frontend` extra (client + streamlit) and no torch.
+# Multi-stage; runs as uid 10001.
+# Build from the repository root:  docker build -f deploy/docker/frontend.Dockerfile -t dermasynth/frontend:0.1.0 .
+FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY shared /src/shared
 COPY services /src/services
-RUN pip install /src
+RUN pip install "/src[frontend]"
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 dermasynth
+FROM python:3.11.13-slim-bookworm
+RUN useradd --create-home --uid 10001 --user-group dermasynth
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 COPY services/frontend /app/frontend
-USER dermasynth
+USER 10001:10001
 WORKDIR /home/dermasynth
 EXPOSE 8501
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=2)"
 CMD ["python", "-m", "streamlit", "run", "/app/frontend/app.py", "--server.port=8501", "--server.address=0.0.0.0", \
      "--browser.gatherUsageStats=false"]

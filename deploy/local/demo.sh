@@ -119,38 +119,18 @@ echo "== 9. export the trained model, deploy it on Triton, and ask for predictio
 for _ in $(seq 300); do grep -q "tritonserver ready" "$VAR/triton.log" && break; sleep 0.5; done
 grep -q "tritonserver ready" "$VAR/triton.log" || { echo "tritonserver did not start; see $VAR/triton.log"; exit 1; }
 CLINICIAN_KEY=$(dermasynth keys create --name demo-clinician --scope clinician 2>/dev/null)
-TRAINING="$TRAINING" CLINICIAN_KEY="$CLINICIAN_KEY" DATA="$VAR/data" python - <<'PY'
-import io, os
-from pathlib import Path
+VERSION=$(dermasynth models export "$TRAINING" --name classifier)  # waits for the export, whether done at once or as a job
+dermasynth models deploy classifier "$VERSION"
+python - "$VAR/noise.png" <<'PY'
+import sys
 
-import httpx
 import numpy as np
 from PIL import Image
 
-gateway, engineer = os.environ["DERMASYNTH_GATEWAY_URL"], {"Authorization": f"Bearer {os.environ['DERMASYNTH_API_KEY']}"}
-with httpx.Client(base_url=gateway, timeout=600) as http:
-    exported = http.post("/v1/models", json={"training_job_id": os.environ["TRAINING"], "name": "classifier"},
-                         headers=engineer)
-    exported.raise_for_status()
-    version = exported.json()["version"]
-    print(f"exported classifier version {version} (OOD threshold {exported.json()['ood_threshold']:.1f})")
-    live = http.post("/v1/models/classifier/deploy", json={"version": version}, headers=engineer)
-    live.raise_for_status()
-    print(f"classifier version {live.json()['version']} is live on Triton")
-    lesions = sorted(Path(os.environ["DATA"], "images").glob("*.png"))[:3]
-    noise = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 85, 3), dtype=np.uint8)).save(noise, "PNG")
-    files = [("images", (p.name, p.read_bytes(), "image/png")) for p in lesions]
-    files.append(("images", ("noise.png", noise.getvalue(), "image/png")))
-    answer = http.post("/v1/predictions", files=files, params={"top_k": 2},
-                       headers={"X-API-Key": os.environ["CLINICIAN_KEY"]})
-    answer.raise_for_status()
-    for result in answer.json()["results"]:
-        top = ", ".join(f"{c['label']} {c['probability']:.2f}" for c in result["top_k"])
-        flag = f"ABSTAIN ({result['abstain_reason']})" if result["abstain"] else "answer"
-        print(f"  {result['file']:24s} {flag:32s} {top}")
-    print(f"  {answer.json()['disclaimer']}")
+Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 85, 3), dtype=np.uint8)).save(sys.argv[1])
 PY
+mapfile -t LESIONS < <(ls "$VAR/data/images/"*.png | head -3)
+DERMASYNTH_API_KEY="$CLINICIAN_KEY" dermasynth predict "${LESIONS[@]}" "$VAR/noise.png" --top-k 2
 
 cat <<EOF2
 
@@ -160,7 +140,7 @@ Where to look:
   GAN samples per class:              $VAR/store/runs/$SYNTHESIS/gan/grids/
   the classifier's test evaluation:   $VAR/store/runs/$TRAINING/eval/test/ (metrics.json, *.png)
   checkpoints and result.json:        $VAR/store/runs/$TRAINING/
-  the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.pt, contract.json)
+  the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.onnx, contract.json)
   the services' logs:                 $VAR/worker.log, $VAR/gateway.log, $VAR/triton/tritonserver.log
 While a stack runs, the API is documented at <gateway>/docs and 'dermasynth jobs list' shows the jobs;
 the clinicians' page is 'DERMASYNTH_GATEWAY_URL=<gateway> streamlit run services/frontend/app.py'.

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from dermasynth.config import Settings, get_settings
 from dermasynth.jobs.queues import QUEUES
+from dermasynth.logs import configure_logging
 from services.gateway.errors import install_error_handlers
 from services.gateway.inference import serve_inference
 from services.gateway.metrics import GatewayMetrics, install_metrics
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             async with serve_inference(app, services.settings, services.store):
                 yield
             return
+        configure_logging(settings)
         built = Services.from_settings(settings)
         attach_services(app, built)
         logger.info("gateway ready: store=%s redis=%s", settings.store, settings.redis_url.rsplit("@", 1)[-1])

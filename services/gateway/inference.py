@@ -48,7 +48,11 @@ class Inference:
     @classmethod
     def build(cls, settings: Settings, store: ObjectStore) -> Inference:
         """Clients for ``settings``; call inside the event loop that will use them."""
-        client = TritonClient(settings.triton_url, timeout_s=settings.triton_timeout_s)
+        client = TritonClient(
+            settings.triton_url,
+            timeout_s=settings.triton_timeout_s,
+            admin_key=settings.triton_admin_key.get_secret_value() if settings.triton_admin_key else None,
+        )
         registry = ModelRegistry(store)
         retention = Retention(store, settings.prediction_retention_days)
         predictor = Predictor(
@@ -60,7 +64,9 @@ class Inference:
             retention=retention,
             explainer=Explainer(registry.repository),
         )
-        deployer = Deployer(registry, client, settle_s=settings.deploy_settle_s)
+        deployer = Deployer(
+            registry, client, settle_s=settings.deploy_settle_s, instance_kind=settings.serving_instance_kind
+        )
         return cls(settings, client, registry, predictor, deployer, retention)
 
     async def restore_live_models(self) -> list[str]:

@@ -6,8 +6,9 @@ Two pitfalls of that binary are handled here (see ../shared/ARCHITECTURE.md):
   interpreter's ``LIBDIR``, or loading a model fails on an interpreter mismatch;
 * a standard model repository needs a backend directory: ``python/`` holds ``libtriton_python.so``
   and ``triton_python_backend_utils.py`` (copies) and a symbolic link (not a copy: its library path
-  is relative to where it really lies) to the stub of this Python version. Beside it, ``pytorch/``
-  holds DermaSynth's Python implementation of the ``pytorch`` backend (``backend/model.py``).
+  is relative to where it really lies) to the stub of this Python version. Beside it, ``onnxruntime/``
+  holds DermaSynth's Python-based ``onnxruntime`` backend (``backend/model.py``), which runs the
+  repository's ``model.onnx`` through onnxruntime as the official image's backend does.
 
 The server runs with ``--model-control-mode=explicit`` on free ports, loads the models it is told to,
 and is stopped with SIGTERM (then SIGKILL of its process group after a timeout).
@@ -57,21 +58,21 @@ def pytriton_root() -> Path:
 
 
 def build_backend_dir(dest: Path) -> Path:
-    """Lay out the backend directory (``python/`` and ``pytorch/``) in ``dest``; returns ``dest``."""
+    """Lay out the backend directory (``python/`` and ``onnxruntime/``) in ``dest``; returns ``dest``."""
     root = pytriton_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise FileNotFoundError(f"nvidia-pytriton has no Python backend stub for Python {version} (no {stub})")
-    python_dir, pytorch_dir = dest / "python", dest / "pytorch"
+    python_dir, onnx_dir = dest / "python", dest / "onnxruntime"
     python_dir.mkdir(parents=True, exist_ok=True)
-    pytorch_dir.mkdir(parents=True, exist_ok=True)
+    onnx_dir.mkdir(parents=True, exist_ok=True)
     for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
         shutil.copy2(root / "backends" / "python" / name, python_dir / name)
     link = python_dir / "triton_python_backend_stub"
     link.unlink(missing_ok=True)
     link.symlink_to(stub)
-    shutil.copy2(BACKEND_SOURCE, pytorch_dir / "model.py")
+    shutil.copy2(BACKEND_SOURCE, onnx_dir / "model.py")
     return dest
 
 
@@ -80,9 +81,9 @@ def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
     ``LD_LIBRARY_PATH`` starts with libpython's folder. ``PATH`` starts with this interpreter's folder:
     the stub's embedded interpreter takes its ``sys.prefix`` from ``python3`` on ``PATH`` (it ignores
-    PYTHONPATH), so the virtual environment's torch and numpy are the ones it imports. Left to the
+    PYTHONPATH), so the virtual environment's onnxruntime and numpy are the ones it imports. Left to the
     base interpreter's site-packages, a numpy 2 there breaks every output ("output tensor shape does
-    not match size of output").
+    not match size of output"), and onnxruntime would be missing.
     """
     env = dict(os.environ)
     libdir = str(sysconfig.get_config_var("LIBDIR"))

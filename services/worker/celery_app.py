@@ -20,8 +20,8 @@ from prometheus_client import start_http_server
 
 from dermasynth.config import get_settings
 from dermasynth.jobs.queues import CeleryDispatcher, make_celery
+from dermasynth.logs import configure_logging
 from services.worker.resources import worker_resources
-from services.worker.runtime import LOG_FORMAT
 from services.worker.shutdown import SHUTDOWN
 from services.worker.sweeper import Sweeper
 
@@ -32,6 +32,7 @@ TASK_MODULES = [
     "services.worker.tasks.training",
     "services.worker.tasks.evaluation",
     "services.worker.tasks.experiment",
+    "services.worker.tasks.export",
 ]
 
 app = make_celery(get_settings(), "dermasynth-worker")
@@ -51,8 +52,9 @@ _sweepers: list[Sweeper] = []
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    """Plain ``logging`` to stderr at ``DERMASYNTH_LOG_LEVEL`` (Celery's own setup is skipped)."""
-    logging.basicConfig(level=get_settings().log_level, format=LOG_FORMAT)
+    """``logging`` to stderr at ``DERMASYNTH_LOG_LEVEL`` in ``DERMASYNTH_LOG_FORMAT`` (Celery's own setup is
+    skipped)."""
+    configure_logging(get_settings())
 
 
 @signals.worker_init.connect

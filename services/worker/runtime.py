@@ -47,7 +47,7 @@ from dermasynth.jobs.submission import COMPLETION_MARKER
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import ObjectStore, PrefixedStore
 from services.worker.failures import describe, is_transient
-from services.worker.metrics import JOB_OUTCOMES, JOB_SECONDS
+from services.worker.metrics import IMAGES_PER_SECOND, JOB_OUTCOMES, JOB_SECONDS
 from services.worker.resources import WorkerResources, worker_resources
 from services.worker.shutdown import SHUTDOWN, HandBack
 
@@ -96,13 +96,15 @@ class ProgressReporter:
     stops the job for a hand-back when the worker shuts down. A Redis outage (a restart) does not stop
     the job: progress is skipped until Redis answers again, and the lease has slack for it."""
 
-    def __init__(self, jobs: JobStore, job_id: str, heartbeat: Heartbeat) -> None:
-        self.jobs, self.job_id, self.heartbeat = jobs, job_id, heartbeat
+    def __init__(self, jobs: JobStore, job_id: str, heartbeat: Heartbeat, kind: str = "") -> None:
+        self.jobs, self.job_id, self.heartbeat, self.kind = jobs, job_id, heartbeat, kind
         self._last_write = 0.0
         self._last_key: tuple[str, int | None] | None = None
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
+        if progress.images_per_s is not None:
+            IMAGES_PER_SECOND.labels(self.kind).set(progress.images_per_s)
         key = (progress.phase, progress.epoch)
         if key != self._last_key:
             logger.info("%s", _describe_progress(progress))
@@ -346,7 +348,9 @@ def _run_held(task: Task, record: JobRecord, body: JobBody, resources: WorkerRes
         logger.info("job %s (%s) attempt %d on %s", job_id, record.kind.value, record.attempts, owner)
         try:
             params = parse_params(record.kind, record.params)
-            context = JobContext(record, params, resources, ProgressReporter(jobs, job_id, heartbeat))
+            context = JobContext(
+                record, params, resources, ProgressReporter(jobs, job_id, heartbeat, record.kind.value)
+            )
             result = body(context)
             resources.store.put_bytes(marker, json.dumps(result, indent=2).encode(), "application/json")
             _settle(jobs, job_id, JobState.SUCCEEDED, result=result)

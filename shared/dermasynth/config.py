@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -130,6 +131,12 @@ class Settings(BaseSettings):
         "deploy moved the live pointer (longer than the gateways' refresh)",
     )
 
+    # Issue 14: serving (ONNX on Triton, calibrated predictions).
+    serving_instance_kind: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="Triton instance group kind of deployed models unless a deploy names one; the GPU overlay sets gpu",
+    )
+
     # Security and limits.
     api_key_pepper: SecretStr = SecretStr(DEFAULT_KEY_PEPPER)
     max_image_pixels: int = Field(default=50_000_000, gt=0, description="decompression-bomb guard")
@@ -143,6 +150,16 @@ class Settings(BaseSettings):
         default=100, gt=1, description="zip-bomb guard: largest compression ratio of a member"
     )
 
+    # --- issue 15: deployment (JSON logs, Triton's restricted model control, placeholder secrets) ---
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json (one object a line) for log collectors"
+    )
+    triton_admin_key: SecretStr | None = Field(
+        default=None,
+        description="sent as the header triton-admin-key on Triton's model-repository API, which Triton "
+        "started with --http-restricted-api refuses without it (compose and Kubernetes)",
+    )
+
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
         if self.environment != "production":
@@ -154,7 +171,35 @@ class Settings(BaseSettings):
             insecure.append("DERMASYNTH_API_KEY_PEPPER")
         if insecure:
             raise ValueError("production refuses development defaults; set " + ", ".join(insecure) + " to real secrets")
+        placeholders = [name for name, value in self._deployed_secrets() if is_placeholder_secret(value)]
+        if placeholders:
+            raise ValueError(
+                "production refuses placeholder secrets (empty, shorter than 16 characters, or an example value "
+                "such as change-me); set " + ", ".join(placeholders) + " to random values (openssl rand -hex 24)"
+            )
         return self
+
+    def _deployed_secrets(self) -> list[tuple[str, str]]:
+        """The secrets a deployment sets (issue 15), by environment variable, with their values."""
+        found = [("DERMASYNTH_API_KEY_PEPPER", self.api_key_pepper.get_secret_value())]
+        if self.store == "s3":
+            found.append(("DERMASYNTH_S3_SECRET_KEY", self.s3_secret_key.get_secret_value()))
+        password = urlsplit(self.redis_url).password
+        if password is not None:
+            found.append(("the password in DERMASYNTH_REDIS_URL", unquote(password)))
+        if self.triton_admin_key is not None:
+            found.append(("DERMASYNTH_TRITON_ADMIN_KEY", self.triton_admin_key.get_secret_value()))
+        return found
+
+
+# issue 15: the values example files and tutorials use, refused as secrets in production
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "placeholder", "example", "minioadmin", "password")
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """Whether ``value`` cannot be a real secret: empty, short, or an example file's placeholder."""
+    lowered = value.strip().lower()
+    return len(lowered) < 16 or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
 
 
 @lru_cache

@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dermasynth import __version__
+from dermasynth.config import Settings
 from dermasynth.data.archives import write_archive
 from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.jobs.records import JobKind, JobPage, JobRecord, JobState, LogPage
@@ -35,7 +36,8 @@ from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo,
 API_KEY_HEADER = "X-API-Key"
 ENV_GATEWAY_URL = "DERMASYNTH_GATEWAY_URL"
 ENV_API_KEY = "DERMASYNTH_API_KEY"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+DEFAULT_GATEWAY_URL: str = Settings.model_fields["gateway_url"].default
+"""The settings' default (one home for it): a gateway on this machine."""
 DEFAULT_TIMEOUT_S = 300.0
 """Uploads of large datasets and predictions with heat maps take a while; a read waits at most this long."""
 
@@ -314,26 +316,20 @@ class GatewayClient:
         training_job_id: str,
         *,
         name: str = "classifier",
-        which: str = "best",
-        min_probability: float = 0.5,
-        ood_quantile: float = 0.95,
+        which: str | None = None,
+        min_probability: float | None = None,
+        ood_quantile: float | None = None,
     ) -> ModelVersionInfo | JobRecord:
         """Export a succeeded training job's model as a new version of ``name`` (not live until deployed).
 
-        Returns the new version when the gateway exported it at once (200/201), or the queued export job
-        when it answers 202 (then :meth:`wait` on it; its result names the version).
+        Options left at None take the gateway's defaults. Returns the new version when the gateway
+        exported it at once (200/201), or the queued export job when it answers 202 (then :meth:`wait` on
+        it; its result names the version).
         """
-        response = self._call(
-            "POST",
-            "/v1/models",
-            json={
-                "training_job_id": training_job_id,
-                "name": name,
-                "which": which,
-                "min_probability": min_probability,
-                "ood_quantile": ood_quantile,
-            },
-        )
+        options = {"which": which, "min_probability": min_probability, "ood_quantile": ood_quantile}
+        request: dict[str, Any] = {"training_job_id": training_job_id, "name": name}
+        request.update({k: v for k, v in options.items() if v is not None})
+        response = self._call("POST", "/v1/models", json=request)
         if response.status_code != 202:
             return _parse(ModelVersionInfo, response)
         try:

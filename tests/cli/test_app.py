@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dermasynth import __version__
 from dermasynth.cli import COMMANDS, app, load_command
+from dermasynth.config import get_settings
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -52,3 +54,15 @@ def test_a_command_whose_extra_is_missing_says_which_to_install() -> None:
     )
     assert done.returncode == 1, done.stderr
     assert "needs the 'train' extra" in done.stderr and "pip install 'dermasynth[train]'" in done.stderr
+
+
+def test_a_broken_service_setting_does_not_stop_an_http_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMASYNTH_STORE", "tape")  # a worker's setting; the client does not use it
+    monkeypatch.delenv("DERMASYNTH_API_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["jobs", "list"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "ignoring the DERMASYNTH_* settings" in result.output and "no API key" in result.output

@@ -1,4 +1,4 @@
-"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway process and tritonserver."""
+"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway, worker and tritonserver."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFa
     )
     try:
         deployment.start_gateway()
+        deployment.start_worker("models-cli", queues="default")  # exports run as worker jobs
         yield deployment
     finally:
         deployment.close()
@@ -61,8 +62,9 @@ def test_export_list_show_deploy_and_rollback_over_http(
     env = _env(platform, Scope.ENGINEER)
     name = f"cli-{uuid.uuid4().hex[:6]}"
     job_id = _succeeded_training_job(served, platform, tmp_path)
-    exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)
+    exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)  # 202: follows the job
     assert exported.exit_code == 0, exported.output
+    assert "export queued as job" in exported.output and "succeeded" in exported.output
     assert exported.stdout.strip().splitlines()[-1] == "1"
 
     listed = runner.invoke(app, ["models", "list", name], env=env)
@@ -70,7 +72,7 @@ def test_export_list_show_deploy_and_rollback_over_http(
     versions = json.loads(runner.invoke(app, ["models", "list", name, "--json"], env=env).stdout)
     assert [(v["version"], v["lineage"]["job_id"], v["live"]) for v in versions] == [(1, job_id, False)]
     shown = runner.invoke(app, ["models", "show", name, "1"], env=env)
-    assert shown.exit_code == 0 and "abstains below p=0.5" in shown.stdout
+    assert shown.exit_code == 0 and "abstains below p=" in shown.stdout and "val_balanced_accuracy" in shown.stdout
 
     nothing = runner.invoke(app, ["models", "rollback", name], env=env)
     assert nothing.exit_code == 1 and "no earlier live version" in nothing.output

@@ -29,7 +29,7 @@ def test_parse_params() -> None:
         "config": {"epochs": 3, "model": "resnet18"},
         "tta": True,
     }
-    for bad, sets in (("[1]", []), ("{nope", []), (None, ["noequals"]), ('{"a": 1}', ["a.b=2"])):
+    for bad, sets in (("[1]", []), ("{nope", []), (None, ["noequals"]), ('{"a": 1}', ["a.b=2"]), ("@/nowhere", [])):
         with pytest.raises(typer.BadParameter):
             parse_params(bad, sets)
 

@@ -6,9 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from typer.main import get_command
-
-from dermasynth.cli import app
+from dermasynth.cli import load_command
 from dermasynth.jobs.params import SynthesisParams, TrainingParams
 
 LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
@@ -27,8 +25,9 @@ def test_demo_parameters_validate() -> None:
 
 def test_demo_calls_existing_cli_commands() -> None:
     script = (LOCAL / "demo.sh").read_text()
-    root = get_command(app)
     calls = re.findall(r"dermasynth ([a-z-]+) ([a-z-]+)", script)
     assert {("keys", "create"), ("datasets", "upload"), ("jobs", "submit"), ("jobs", "status")} <= set(calls)
+    assert {("models", "export"), ("models", "deploy")} <= set(calls)
     for group, command in calls:
-        assert command in root.commands[group].commands, f"dermasynth {group} {command}"  # type: ignore[attr-defined]
+        assert command in load_command(group).commands, f"dermasynth {group} {command}"  # type: ignore[attr-defined]
+    assert "dermasynth predict " in script

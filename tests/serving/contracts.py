@@ -27,4 +27,4 @@ def contract(image_size: int = 32) -> ServingContract:
 
 def exported(tag: bytes = b"model", image_size: int = 32) -> ExportedModel:
     """An export record whose files are the given bytes (for layout tests; not a runnable model)."""
-    return ExportedModel(torchscript=b"torchscript:" + tag, eager_state=b"state:" + tag, contract=contract(image_size))
+    return ExportedModel(onnx=b"onnx:" + tag, eager_state=b"state:" + tag, contract=contract(image_size))

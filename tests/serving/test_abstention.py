@@ -73,3 +73,32 @@ def test_decide(probability: float, ood: float, reason: AbstainReason | None) ->
     assert decision.reason == reason
     if reason is not None:
         assert "dermatologist" in decision.detail
+
+
+MALIGNANT = ("mel", "bcc", "akiec")
+NAMES = {"mel": "Melanoma", "nv": "Melanocytic nevus", "bkl": "Benign keratosis-like lesion", "bcc": "BCC"}
+
+
+def test_prediction_sets_decide_abstention_and_say_why_in_plain_words() -> None:
+    policy = POLICY.model_copy(update={"min_probability": 0.0, "max_set_size": 2})
+    assert not decide(0.6, 2.0, policy, ["nv"], MALIGNANT, NAMES).abstain
+    assert not decide(0.6, 2.0, policy, ["nv", "bkl"], MALIGNANT, NAMES).abstain  # benign either way
+    assert not decide(0.6, 2.0, policy, ["mel", "bcc"], MALIGNANT, NAMES).abstain  # malignant either way
+
+    mixed = decide(0.6, 2.0, policy, ["nv", "mel"], MALIGNANT, NAMES)
+    assert mixed.abstain and mixed.reason == AbstainReason.MALIGNANT_NOT_RULED_OUT
+    assert "Melanoma as well as Melanocytic nevus" in mixed.detail and "cannot tell whether" in mixed.detail
+
+    large = decide(0.4, 2.0, policy, ["nv", "bkl", "df"], MALIGNANT, NAMES)
+    assert large.reasons == (AbstainReason.SET_TOO_LARGE,) and "3 classes are plausible" in large.detail
+
+    everything = decide(0.2, 50.0, policy, ["nv", "bkl", "mel"], MALIGNANT, NAMES)
+    assert everything.reasons == (
+        AbstainReason.OUT_OF_DISTRIBUTION,
+        AbstainReason.MALIGNANT_NOT_RULED_OUT,
+        AbstainReason.SET_TOO_LARGE,
+    )
+    assert everything.reason == AbstainReason.OUT_OF_DISTRIBUTION and everything.detail.endswith("see a dermatologist")
+
+    lenient = policy.model_copy(update={"abstain_on_mixed_set": False})
+    assert not decide(0.6, 2.0, lenient, ["nv", "mel"], MALIGNANT, NAMES).abstain

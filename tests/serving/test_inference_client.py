@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-import io
 
 import numpy as np
 import pytest
-import torch
 
+from dermasynth.serving.contract import INPUT_NAME
+from dermasynth.serving.export import onnx_session
 from dermasynth.serving.inference_client import InferenceUnavailable, TritonClient, VersionUnavailable
 from services.inference.launcher import free_port
 from tests.triton_fixtures import Served
@@ -27,10 +27,9 @@ def test_an_unreachable_server_is_unavailable_not_an_error() -> None:
 
 
 def test_infer_returns_the_exported_models_outputs(served: Served) -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (5, 3, 32, 32), dtype=np.uint8)
-    scripted = torch.jit.load(io.BytesIO(served.exported.torchscript))
-    with torch.no_grad():
-        logits, ood = scripted(torch.from_numpy(pixels))
+    size = served.run.trained.preprocessing.image_size
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 3, size, size), dtype=np.uint8)
+    logits, ood, cams = onnx_session(served.exported.onnx).run(None, {INPUT_NAME: pixels})
 
     async def go() -> None:
         client = TritonClient(served.triton.url)
@@ -38,8 +37,12 @@ def test_infer_returns_the_exported_models_outputs(served: Served) -> None:
             assert await client.server_ready() and await client.model_ready(served.name, served.version)
             out = await client.infer(served.name, served.version, pixels)
             assert out.model_version == served.version
-            np.testing.assert_allclose(out.logits, logits.numpy(), rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(out.ood_scores, ood.numpy().ravel(), rtol=1e-5)
+            np.testing.assert_allclose(out.logits, logits, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out.ood_scores, ood.ravel(), rtol=1e-5)
+            assert out.cams is None  # not asked for
+            with_cam = await client.infer(served.name, served.version, pixels, cam=True)
+            assert with_cam.cams is not None
+            np.testing.assert_allclose(with_cam.cams, cams, rtol=1e-4, atol=1e-5)
             with pytest.raises(VersionUnavailable, match="version 9"):
                 await client.infer(served.name, 9, pixels)
             with pytest.raises(ValueError, match="uint8"):
@@ -51,7 +54,8 @@ def test_infer_returns_the_exported_models_outputs(served: Served) -> None:
 
 
 def test_concurrent_requests_are_batched_by_the_server(served: Served) -> None:
-    pixels = np.random.default_rng(1).integers(0, 256, (1, 3, 32, 32), dtype=np.uint8)
+    size = served.run.trained.preprocessing.image_size
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 3, size, size), dtype=np.uint8)
 
     async def go() -> dict[int, int]:
         client = TritonClient(served.triton.url)

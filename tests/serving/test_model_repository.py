@@ -28,17 +28,29 @@ def test_config_names_the_contract_tensors_batching_and_versions() -> None:
         instance_count=2,
         intra_op_threads=3,
     )
-    text = render_config("classifier", [2, 1], options, warmup_image_size=64)
-    assert 'name: "classifier"' in text and 'backend: "pytorch"' in text
+    text = render_config("classifier", [2, 1], options, warmup_image_size=64, num_classes=7, cam=True)
+    assert 'name: "classifier"' in text and 'backend: "onnxruntime"' in text
     assert "max_batch_size: 16" in text
     assert "versions: [ 1, 2 ]" in text
     assert re.search(r'name: "image__0" data_type: TYPE_UINT8 dims: \[ 3, -1, -1 \]', text)
-    assert 'name: "logits__0" data_type: TYPE_FP32' in text and 'name: "ood_score__1"' in text
+    assert 'name: "logits__0" data_type: TYPE_FP32 dims: [ 7 ]' in text and 'name: "ood_score__1"' in text
+    assert 'name: "cam__2" data_type: TYPE_FP32 dims: [ 7, -1, -1 ]' in text
     assert "preferred_batch_size: [ 4, 16 ]" in text and "max_queue_delay_microseconds: 500" in text
     assert "kind: KIND_GPU count: 2" in text
-    assert '"INTRA_OP_THREAD_COUNT" value: { string_value: "3" }' in text
+    assert '"intra_op_thread_count" value: { string_value: "3" }' in text
     assert "dims: [ 3, 64, 64 ] zero_data: true" in text
     assert text.count("{") == text.count("}") and text.count("[") == text.count("]")
+
+
+def test_instance_kind_comes_from_the_setting_unless_the_deploy_names_one() -> None:
+    unnamed = BatchingOptions()
+    assert "kind: KIND_CPU" in render_config("classifier", [1], unnamed)
+    assert "kind: KIND_GPU" in render_config("classifier", [1], unnamed, default_kind="gpu")
+    assert "kind: KIND_CPU" in render_config(
+        "classifier", [1], BatchingOptions(instance_kind="cpu"), default_kind="gpu"
+    )
+    text = render_config("classifier", [1], unnamed)
+    assert "cam__2" not in text and 'name: "logits__0" data_type: TYPE_FP32 dims: [ -1 ]' in text
 
 
 def test_batching_options_refuse_preferred_sizes_above_the_maximum() -> None:
@@ -59,12 +71,12 @@ def test_versions_are_numbered_and_stored_in_triton_layout(tmp_path: Path) -> No
     assert repo.add_version("classifier", exported(b"b", image_size=48)) == 2
     assert repo.versions("classifier") == [1, 2]
     assert repo.models() == ["classifier"]
-    assert (tmp_path / "models/classifier/2/model.pt").read_bytes() == b"torchscript:b"
+    assert (tmp_path / "models/classifier/2/model.onnx").read_bytes() == b"onnx:b"
     assert repo.eager_state("classifier", 1) == b"state:a"
     assert repo.contract("classifier", 2).preprocessing.image_size == 48
     assert repo.config_text("classifier") is None
-    text = repo.write_config("classifier", [2], BatchingOptions())
-    assert repo.config_text("classifier") == text and "versions: [ 2 ]" in text
+    text = repo.write_config("classifier", [2], BatchingOptions(), default_kind="gpu")
+    assert repo.config_text("classifier") == text and "versions: [ 2 ]" in text and "KIND_GPU" in text
     assert "dims: [ 3, 48, 48 ]" in text  # warm-up at the newest served version's size
     with pytest.raises(ObjectNotFound):
         repo.write_config("classifier", [3], BatchingOptions())
@@ -85,13 +97,13 @@ def test_sync_mirrors_the_repository_and_drops_stale_files(tmp_path: Path) -> No
     repo.add_version("classifier", exported(b"a"))
     repo.write_config("classifier", [1], BatchingOptions())
     mirror = tmp_path / "mirror"
-    stale = mirror / "old" / "1" / "model.pt"
+    stale = mirror / "old" / "1" / "model.onnx"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
     fetched = sync_repository(store, mirror)
-    assert "models/classifier/1/model.pt" in fetched
-    assert (mirror / "classifier/1/model.pt").read_bytes() == b"torchscript:a"
+    assert "models/classifier/1/model.onnx" in fetched
+    assert (mirror / "classifier/1/model.onnx").read_bytes() == b"onnx:a"
     assert (mirror / "classifier/config.pbtxt").is_file()
     assert not stale.exists()
     again = sync_repository(store, mirror)
-    assert "models/classifier/1/model.pt" not in again  # unchanged files are not fetched twice
+    assert "models/classifier/1/model.onnx" not in again  # unchanged files are not fetched twice

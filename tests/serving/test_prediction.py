@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from dermasynth.data.images import load_rgb
+from dermasynth.serving.calibration import MALIGNANT_CLASSES, calibrated_probabilities, decide
+from dermasynth.serving.conformal import prediction_sets
 from dermasynth.serving.explain import Explainer
 from dermasynth.serving.inference_client import TritonClient
 from dermasynth.serving.prediction import BadRequest, NoLiveModel, Predictor, Upload
@@ -59,15 +61,46 @@ def test_predictions_equal_the_eager_models_probabilities(served: Served) -> Non
     response = run_with_predictor(served, lambda p: p.predict(uploads, top_k=7))
     trained = served.run.trained
     batch = torch.stack([trained.preprocessing.eval_transform()(load_rgb(u.data)) for u in uploads])
-    eager = trained.probabilities(batch).numpy()
+    contract = served.exported.contract
+    assert contract.calibration is not None and contract.conformal is not None
+    eager = calibrated_probabilities(np.log(trained.probabilities(batch).numpy()), contract.calibration)
+    labels = decide(eager, contract.calibration, contract.operating_point, trained.classes)
+    members = prediction_sets(eager, contract.conformal)
     assert response.model == served.name and response.model_version == served.version
     assert (response.succeeded, response.failed) == (6, 0) and "not a diagnosis" in response.disclaimer
-    for result, expected in zip(response.results, eager, strict=True):
-        assert isinstance(result, ImagePrediction)
+    for row, (result, expected) in enumerate(zip(response.results, eager, strict=True)):
+        assert isinstance(result, ImagePrediction) and result.calibrated
         got = {c.label: c.probability for c in result.top_k}
         assert [c.probability for c in result.top_k] == sorted(got.values(), reverse=True)
         np.testing.assert_allclose([got[c] for c in trained.classes], expected, atol=1e-4)
         assert result.top_k[0].name and result.model_version == served.version
+        assert result.label == trained.classes[labels[row]]
+        assert [c.label for c in result.prediction_set] == [
+            c for c in sorted(trained.classes, key=lambda c: -got[c]) if members[row, trained.classes.index(c)]
+        ]
+        assert result.set_coverage == 0.9 and result.top_k[0].label == result.prediction_set[0].label
+
+
+def test_abstain_reasons_follow_the_prediction_set(served: Served) -> None:
+    """A set mixing malignant and benign classes, or larger than allowed, abstains and says so."""
+    uploads = _uploads(served, "test", 8)
+    response = run_with_predictor(served, lambda p: p.predict(uploads))
+    policy = served.exported.contract.abstention
+    seen: set[str] = set()
+    for result in response.results:
+        assert isinstance(result, ImagePrediction)
+        in_set = [c.label for c in result.prediction_set]
+        mixed = any(c in MALIGNANT_CLASSES for c in in_set) and any(c not in MALIGNANT_CLASSES for c in in_set)
+        assert ("malignant_not_ruled_out" in result.abstain_reasons) is mixed
+        assert ("set_too_large" in result.abstain_reasons) is (len(in_set) > policy.max_set_size)
+        assert result.abstain is bool(result.abstain_reasons)
+        assert result.abstain_reason == (result.abstain_reasons[0] if result.abstain_reasons else None)
+        if mixed:
+            assert "cannot tell whether this lesion is malignant" in result.abstain_detail
+        seen.update(result.abstain_reasons)
+        assert result.malignant is not None and result.malignant_probability is not None
+        assert result.malignant == (result.label in MALIGNANT_CLASSES)
+    assert seen  # a model trained for seconds on drawings is unsure of some test images
 
 
 def test_a_bad_image_is_reported_by_name_and_the_others_answered(served: Served) -> None:
@@ -115,8 +148,7 @@ def test_abstains_on_noise_and_not_on_a_confident_in_distribution_image(served: 
         known += [r for r in response.results if isinstance(r, ImagePrediction)]
     confident = max(known, key=lambda r: r.top_k[0].probability)
     policy = served.exported.contract.abstention
-    assert confident.top_k[0].probability >= policy.min_probability
-    assert not confident.abstain and confident.abstain_reason is None
+    assert "out_of_distribution" not in confident.abstain_reasons
     assert confident.ood_score < policy.ood_threshold
 
     _, noisy = run_with_predictor(served, both)
@@ -126,18 +158,23 @@ def test_abstains_on_noise_and_not_on_a_confident_in_distribution_image(served: 
         assert result.ood_score > policy.ood_threshold and "dermatologist" in result.abstain_detail
 
 
-def test_explain_adds_a_grad_cam_overlay(served: Served) -> None:
+def test_explain_draws_the_graphs_class_activation_map_without_an_eager_model(served: Served) -> None:
     uploads = _uploads(served, "test", 2)
-    explainer = Explainer(served.registry.repository)
-    response = run_with_predictor(served, lambda p: p.predict(uploads, explain=True), explainer=explainer)
+    size = served.run.trained.preprocessing.image_size
+    response = run_with_predictor(served, lambda p: p.predict(uploads, explain=True))  # no Explainer at all
     for result in response.results:
         assert isinstance(result, ImagePrediction) and result.explanation_png
         overlay = Image.open(io.BytesIO(base64.b64decode(result.explanation_png)))
-        assert overlay.format == "PNG" and overlay.size == (32, 32)
+        assert overlay.format == "PNG" and overlay.size == (size, size)
     plain = run_with_predictor(served, lambda p: p.predict(uploads))
     assert all(isinstance(r, ImagePrediction) and r.explanation_png is None for r in plain.results)
-    with pytest.raises(BadRequest, match="explanations are not available"):
-        run_with_predictor(served, lambda p: p.predict(uploads, explain=True))
+
+
+def test_grad_cam_on_the_eager_model_where_the_graph_has_no_cam(served: Served) -> None:
+    explainer = Explainer(served.registry.repository)
+    image = load_rgb(_uploads(served, "test", 1)[0].data)
+    png = explainer.explain(served.name, served.version, served.exported.contract.preprocessing, image, 0)
+    assert Image.open(io.BytesIO(png)).format == "PNG"
 
 
 def test_images_are_kept_stripped_only_when_retention_is_on(served: Served, tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """Model versions (engineer keys): export a finished training job, list versions with their lineage,
 see which version is live, deploy and roll back without dropping prediction requests.
 
+Export is a worker job (``kind: export`` on the ``default`` queue): ``POST /v1/models`` answers 202 with
+the job id at once and the gateway process does no model work; the job registers the new version.
+
 A deploy loads the new version beside the live one, moves the live pointer once it is ready, and
 unloads the old one only after the gateways have followed (``DERMASYNTH_DEPLOY_SETTLE_S``).
 """
@@ -8,23 +11,20 @@ unloads the old one only after the gateways have followed (``DERMASYNTH_DEPLOY_S
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dermasynth.classifier.checkpoint import load_trained
-from dermasynth.data.manifest import Manifest
-from dermasynth.jobs import JobKind, JobState, run_prefix
-from dermasynth.serving.export import ExportError, export_trained
+from dermasynth.jobs import JobKind, JobState
+from dermasynth.jobs.params import ExportParams
+from dermasynth.jobs.submission import submit_job
 from dermasynth.serving.inference_client import InferenceUnavailable
 from dermasynth.serving.model_repository import BatchingChanges, BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
-from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelLineage, ModelVersionInfo
-from dermasynth.storage import PrefixedStore
-from services.gateway.deps import EngineerKey, JobStoreDep, RegistryDep, StoreDep
+from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo
+from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep
 from services.gateway.errors import problem_response
 from services.gateway.inference import Inference, InferenceDep
 
@@ -36,19 +36,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks the engineer scope"},
     404: {"description": "no such model, version or job"},
 }
-_export_lock = threading.Lock()  # one export at a time per gateway: it is CPU-heavy
 
 
-class ExportRequest(BaseModel):
-    """Export a finished training job's model as a new version (not live until deployed)."""
+ExportRequest = ExportParams
+"""``POST /v1/models``: the export job's parameters (training job, name, calibration options)."""
 
-    model_config = ConfigDict(extra="forbid")
 
-    training_job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    name: str = Field(default="classifier", pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-    which: Literal["best", "latest"] = "best"
-    min_probability: float = Field(default=0.5, ge=0, le=1, description="abstain below this top probability")
-    ood_quantile: float = Field(default=0.95, ge=0.5, le=1, description="validation quantile of the OOD threshold")
+class ExportAccepted(BaseModel):
+    """The export job that will register the new version; poll ``GET /v1/jobs/{job_id}``."""
+
+    job_id: str
+    kind: str = JobKind.EXPORT.value
+    state: JobState
+    job_url: str
 
 
 class DeployRequest(BaseModel):
@@ -103,24 +103,25 @@ async def get_version(
 
 @router.post(
     "",
-    response_model=ModelVersionInfo,
-    status_code=status.HTTP_201_CREATED,
+    response_model=ExportAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
     responses={
         **_ERRORS,
         409: {"description": "the job is not a succeeded training job"},
-        422: {"description": "the export does not match the eager model"},
+        503: {"description": "the queue is unavailable"},
     },
-    summary="Export a finished training job's model as a new version",
+    summary="Export a finished training job's model as a new version (a worker job; answers 202 at once)",
 )
-async def export_model(
-    _: EngineerKey,
-    inference: InferenceDep,
+def export_model(
+    key: EngineerKey,
     jobs: JobStoreDep,
     datasets: RegistryDep,
-    store: StoreDep,
+    dispatcher: DispatcherDep,
+    metrics: MetricsDep,
     request: ExportRequest,
-) -> ModelVersionInfo | JSONResponse:
-    record = await asyncio.to_thread(jobs.get, request.training_job_id)
+    response: Response,
+) -> ExportAccepted | JSONResponse:
+    record = jobs.get(request.training_job_id)
     if record.kind != JobKind.TRAINING or record.state != JobState.SUCCEEDED:
         return _error(
             status.HTTP_409_CONFLICT,
@@ -128,25 +129,10 @@ async def export_model(
             "only a succeeded training job can be exported",
             "not_exportable",
         )
-    dataset_id = str(record.params["dataset_id"])
-
-    def export() -> ModelVersionInfo:
-        with _export_lock:
-            return _export(manifest=datasets.fetch(dataset_id))
-
-    def _export(manifest: Manifest) -> ModelVersionInfo:
-        trained = load_trained(PrefixedStore(store, record.run_prefix), request.which)
-        exported = export_trained(
-            trained, manifest, min_probability=request.min_probability, ood_quantile=request.ood_quantile
-        )
-        metrics = {k: float(v) for k, v in trained.metrics.items() if isinstance(v, int | float)}
-        lineage = ModelLineage(run=run_prefix(record.id), dataset=dataset_id, job_id=record.id, metrics=metrics)
-        return inference.registry.register(request.name, exported, lineage)
-
-    try:
-        return await asyncio.to_thread(export)
-    except ExportError as exc:
-        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), "export_mismatch")
+    job = submit_job(JobKind.EXPORT, request, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=datasets)
+    metrics.jobs_submitted.labels(job.kind.value).inc()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return ExportAccepted(job_id=job.id, state=job.state, job_url=f"/v1/jobs/{job.id}")
 
 
 @router.post(

@@ -1,16 +1,20 @@
-"""``dermasynth evaluate``: a run's model on one split of real images; metrics, CIs and figures."""
+"""``dermasynth evaluate``: a run's model on one split of real images; metrics, CIs, figures, and how far
+its served predictions can be trusted (calibration, malignant operating point, selective accuracy,
+conformal sets; :mod:`dermasynth.serving.trust`)."""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run
+from dermasynth.classifier.checkpoint import load_trained
+from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run, load_predictions
 from dermasynth.data.manifest import Manifest, ManifestError
 from dermasynth.storage import FilesystemStore, ObjectNotFound
 
@@ -69,8 +73,17 @@ def evaluate(
     prefix: Annotated[str, typer.Option(help="folder inside --run for metrics.json and the figures")] = "",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    trust: Annotated[
+        bool, typer.Option(help="calibrate on val and report ECE, Brier, malignant, selective, conformal")
+    ] = True,
+    coverage: Annotated[float, typer.Option(min=0.5, max=0.99, help="target coverage of the prediction sets")] = 0.9,
+    malignant_sensitivity: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="malignant sensitivity the operating point reaches on val")
+    ] = 0.85,
 ) -> None:
-    """Evaluate a run on real images: accuracy, balanced accuracy, macro-F1, per class, confusion matrix, AUC."""
+    """Evaluate a run on real images: accuracy, balanced accuracy, macro-F1, per class, confusion matrix, AUC;
+    then ECE and Brier before/after calibration (reliability.png), malignant sensitivity/specificity at the
+    served rule, selective accuracy and conformal coverage, with the serving calibration fitted on val."""
     if not run.is_dir():
         console.print(f"[red]no run folder at {run}[/red]")
         raise typer.Exit(2)
@@ -87,6 +100,14 @@ def evaluate(
             prefix=prefix,
             device=device,
             batch_size=batch_size,
+            save_predictions=trust,
+        )
+        extra = (
+            _trust(
+                run, manifest, split, prefix, tta, device, batch_size, coverage, malignant_sensitivity, checkpoint.value
+            )
+            if trust
+            else {}
         )
     except ObjectNotFound as exc:
         console.print(
@@ -97,10 +118,57 @@ def evaluate(
         console.print(f"[red]evaluation failed:[/red] {exc}")
         raise typer.Exit(2) from exc
     if json_output:
-        typer.echo(report.model_dump_json())
+        typer.echo(json.dumps({**report.model_dump(mode="json"), **extra}))
         return
     console.print(_table(report))
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "auc"):
         console.print(f"{name:>18}: {_with_ci(report, name)}")
+    if extra:
+        ece, brier, sets = extra["ece"], extra["brier"], extra["conformal"]
+        console.print(
+            f"{'ECE':>18}: {ece['uncalibrated']:.4f} -> {ece['calibrated']:.4f} calibrated "
+            f"(T {extra['temperature']:.3f}); "
+            f"Brier {brier['uncalibrated']:.4f} -> {brier['calibrated']:.4f}"
+        )
+        if extra["malignant"]:
+            mal = extra["malignant"]
+            console.print(
+                f"{'malignant':>18}: sensitivity {mal['sensitivity']:.3f}, specificity {mal['specificity']:.3f} "
+                f"(P(malignant) >= {mal['threshold']})"
+            )
+        console.print(
+            f"{'prediction sets':>18}: coverage {sets['empirical_coverage']:.3f} (target {sets['target_coverage']}), "
+            f"mean size {sets['mean_set_size']:.2f}; AURC {extra['selective']['aurc']:.4f}"
+        )
     where = run / prefix if prefix else run
-    console.print(f"wrote metrics.json, confusion_matrix.png and per_class.png to {where}")
+    console.print(
+        f"wrote metrics.json, confusion_matrix.png, per_class.png{', reliability.png' if extra else ''} to {where}"
+    )
+
+
+def _trust(
+    run: Path,
+    manifest: Manifest,
+    split: str,
+    prefix: str,
+    tta: bool,
+    device: str,
+    batch_size: int,
+    coverage: float,
+    malignant_sensitivity: float,
+    which: str,
+) -> dict[str, Any]:
+    """The trust figures (:mod:`dermasynth.serving.trust`) of the split just evaluated, calibrated on val."""
+    from dermasynth.serving.trust import RELIABILITY_NAME, fit_for_run, reliability_figure, split_probabilities
+    from dermasynth.serving.trust import trust_report as make_report
+
+    store = FilesystemStore(run)
+    kept = load_predictions(store, prefix)
+    trained = load_trained(store, cast(Literal["best", "latest"], which), device=device)
+    val = split_probabilities(trained, manifest, "val", tta=tta, batch_size=batch_size)
+    fitted = fit_for_run(trained, manifest, val, coverage=coverage, malignant_sensitivity=malignant_sensitivity)
+    report = make_report(kept.probabilities, kept.targets, fitted, trained.classes)
+    key = f"{prefix.strip('/')}/{RELIABILITY_NAME}" if prefix.strip("/") else RELIABILITY_NAME
+    title = f"{trained.config.model}, {split} split ({len(kept.targets)} images); calibrated on val"
+    store.put_bytes(key, reliability_figure(kept.probabilities, kept.targets, fitted, title), "image/png")
+    return report.model_copy(update={"reliability_png": str(run / key)}).model_dump(mode="json")

@@ -27,7 +27,10 @@ def parse_params(params: str | None, assignments: list[str]) -> dict[str, Any]:
     """
     text = params or "{}"
     if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise typer.BadParameter(f"--params {params}: cannot read the file ({exc.strerror or exc})") from exc
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -123,7 +126,7 @@ def _show(record: JobRecord) -> None:
 
 @app.command("submit")
 def submit(
-    kind: Annotated[JobKind, typer.Argument(help="synthesis, training, evaluation or experiment")],
+    kind: Annotated[JobKind, typer.Argument(help="what the job does")],
     params: Annotated[str | None, typer.Option(help="parameters as a JSON object, or @file.json")] = None,
     assign: Annotated[
         list[str] | None,

@@ -15,6 +15,7 @@ from rich.table import Table
 from dermasynth.cli.jobs import finish, watch
 from dermasynth.cli.output import JsonOption, print_json, print_table
 from dermasynth.cli.remote import GatewayOption, KeyOption, console, gateway
+from dermasynth.gateway_client import GatewayClient, GatewayError
 from dermasynth.jobs.records import JobRecord
 from dermasynth.serving.schemas import LiveModel, ModelVersionInfo
 
@@ -112,20 +113,34 @@ def show(
     print_table(table)
 
 
-def _exported_version(record: JobRecord) -> str:
-    version = record.result.get("version")
-    return str(version) if version is not None else ""
+def _exported_version(client: GatewayClient, name: str, training_job_id: str, job: JobRecord) -> ModelVersionInfo:
+    """The version an export job registered: the one its result names, else the newest from that training job."""
+    versions = client.model(name).versions
+    named = job.result.get("version")
+    chosen = [v for v in versions if v.version == named] if named is not None else []
+    chosen = chosen or [v for v in versions if v.lineage.job_id == training_job_id]
+    if not chosen:
+        raise GatewayError(200, "bad_answer", f"export job {job.id} succeeded but {name} has no version from it")
+    return max(chosen, key=lambda v: v.version)
 
 
 @app.command("export")
 def export(
     training_job_id: Annotated[str, typer.Argument(help="a succeeded training job (`dermasynth jobs list`)")],
     name: Annotated[str, typer.Option("--name", help="the served model's name")] = "classifier",
-    which: Annotated[Checkpoint, typer.Option(help="which checkpoint of the run")] = Checkpoint.BEST,
-    min_probability: Annotated[float, typer.Option(min=0.0, max=1.0, help="abstain below this top probability")] = 0.5,
+    which: Annotated[Checkpoint | None, typer.Option(help="which checkpoint of the run [default: best]")] = None,
+    min_probability: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="abstain below this top probability (0: off, the sets decide) [default: the gateway's]",
+        ),
+    ] = None,
     ood_quantile: Annotated[
-        float, typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold")
-    ] = 0.95,
+        float | None,
+        typer.Option(min=0.5, max=1.0, help="validation quantile of the OOD threshold [default: the gateway's]"),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="when the gateway queues the export as a job: follow it")
     ] = True,
@@ -139,19 +154,20 @@ def export(
     """
     with gateway(url, key) as client:
         exported = client.export_model(
-            training_job_id, name=name, which=which.value, min_probability=min_probability, ood_quantile=ood_quantile
+            training_job_id,
+            name=name,
+            which=which.value if which else None,
+            min_probability=min_probability,
+            ood_quantile=ood_quantile,
         )
         if isinstance(exported, JobRecord):
             console.print(f"export queued as job {exported.id}")
             if not wait:
                 typer.echo(exported.id)
                 return
-            exported = watch(client, exported.id)
-    if isinstance(exported, JobRecord):
-        finish(exported)
-        console.print(f"{name}: deploy it with `dermasynth models deploy {name} VERSION`")
-        typer.echo(_exported_version(exported))
-        return
+            job = watch(client, exported.id)
+            finish(job)  # exit 1 unless it succeeded
+            exported = _exported_version(client, name, training_job_id, job)
     console.print(
         f"{name} version {exported.version}: OOD threshold {exported.ood_threshold:.1f}; not live until "
         f"`dermasynth models deploy {name} {exported.version}`"

@@ -16,7 +16,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from dermasynth.gateway_client import ENV_API_KEY, ENV_GATEWAY_URL, MISSING_KEY, GatewayClient, GatewayError
+from dermasynth.gateway_client import (
+    DEFAULT_GATEWAY_URL,
+    ENV_API_KEY,
+    ENV_GATEWAY_URL,
+    MISSING_KEY,
+    GatewayClient,
+    GatewayError,
+)
 
 console = Console(stderr=True)
 
@@ -27,7 +34,9 @@ EXIT_USAGE = 2
 
 GatewayOption = Annotated[
     str | None,
-    typer.Option("--gateway", envvar=ENV_GATEWAY_URL, show_envvar=True, help="gateway URL", show_default=False),
+    typer.Option(
+        "--gateway", envvar=ENV_GATEWAY_URL, show_envvar=True, help=f"gateway URL [default: {DEFAULT_GATEWAY_URL}]"
+    ),
 ]
 KeyOption = Annotated[
     str | None,
@@ -37,9 +46,16 @@ KeyOption = Annotated[
 
 def _settings_fallback() -> tuple[str, str]:
     """The URL and key of the settings (they also read a ``.env`` file)."""
+    from pydantic import ValidationError
+
     from dermasynth.config import get_settings
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a client must not fail on a service's setting it does not use
+        first = exc.errors()[0]
+        console.print(f"[yellow]ignoring the DERMASYNTH_* settings:[/yellow] {first['loc']}: {first['msg']}")
+        return DEFAULT_GATEWAY_URL, ""
     return settings.gateway_url, settings.api_key.get_secret_value() if settings.api_key else ""
 
 

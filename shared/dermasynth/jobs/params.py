@@ -127,6 +127,43 @@ class EvaluationParams(BaseModel):
     bootstrap: int = Field(default=1000, ge=0, le=10_000, description="resamples for the 95% intervals")
 
 
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
+
+
+class ExportParams(BaseModel):
+    """Export a finished training job's model for serving (ONNX, calibrated on validation) as a new version.
+
+    The version is registered but not live until it is deployed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    training_job_id: JobId
+    name: ModelName = "classifier"
+    which: Literal["best", "latest"] = "best"
+    min_probability: float = Field(
+        default=0.0, ge=0, le=1, description="abstain below this top calibrated probability (0: off)"
+    )
+    ood_quantile: float = Field(default=0.95, ge=0.5, le=1, description="validation quantile of the OOD threshold")
+    coverage: float = Field(default=0.9, ge=0.5, le=0.99, description="target coverage of the prediction sets")
+    malignant_sensitivity: float = Field(
+        default=0.85, ge=0.5, le=1, description="malignant sensitivity the operating point reaches on validation"
+    )
+    max_set_size: int = Field(default=2, ge=1, le=20, description="abstain when a prediction set is larger")
+    deployment_prior: dict[str, float] | None = Field(
+        default=None,
+        description="class frequencies where the model is deployed (class code -> share); None: the real "
+        "frequencies of the training split",
+    )
+
+    @field_validator("deployment_prior")
+    @classmethod
+    def _prior(cls, prior: dict[str, float] | None) -> dict[str, float] | None:
+        if prior is not None and (any(v < 0 for v in prior.values()) or sum(prior.values()) <= 0):
+            raise ValueError("deployment_prior needs non-negative shares with a positive sum")
+        return prior
+
+
 class TrainingRequest(BaseModel):
     """``POST /v1/jobs`` for a training job."""
 
@@ -154,6 +191,15 @@ class ExperimentRequest(BaseModel):
     params: ExperimentParams
 
 
+class ExportRequest(BaseModel):
+    """``POST /v1/jobs`` for an export job (``POST /v1/models`` submits the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal[JobKind.EXPORT]
+    params: ExportParams
+
+
 class EvaluationRequest(BaseModel):
     """``POST /v1/jobs`` for an evaluation job."""
 
@@ -164,7 +210,8 @@ class EvaluationRequest(BaseModel):
 
 
 JobRequest = Annotated[
-    SynthesisRequest | TrainingRequest | EvaluationRequest | ExperimentRequest, Field(discriminator="kind")
+    SynthesisRequest | TrainingRequest | EvaluationRequest | ExperimentRequest | ExportRequest,
+    Field(discriminator="kind"),
 ]
 """A job submission: the kind picks the parameter model."""
 
@@ -173,6 +220,7 @@ PARAMS: dict[JobKind, type[BaseModel]] = {
     JobKind.TRAINING: TrainingParams,
     JobKind.EVALUATION: EvaluationParams,
     JobKind.EXPERIMENT: ExperimentParams,
+    JobKind.EXPORT: ExportParams,
 }
 
 

@@ -24,15 +24,17 @@ TASK_NAMES: dict[JobKind, str] = {
     JobKind.TRAINING: "dermasynth.training",
     JobKind.EVALUATION: "dermasynth.evaluation",
     JobKind.EXPERIMENT: "dermasynth.experiment",
+    JobKind.EXPORT: "dermasynth.export",
 }
 
 # GAN training needs a GPU pool of its own; classifier training and experiments share one; evaluation
-# of a finished run is light enough for the CPU workers on ``default``.
+# of a finished run, and export of one for serving, are light enough for the CPU workers on ``default``.
 QUEUE_OF: dict[JobKind, str] = {
     JobKind.SYNTHESIS: GAN_QUEUE,
     JobKind.TRAINING: TRAIN_QUEUE,
     JobKind.EVALUATION: DEFAULT_QUEUE,
     JobKind.EXPERIMENT: TRAIN_QUEUE,
+    JobKind.EXPORT: DEFAULT_QUEUE,
 }
 
 

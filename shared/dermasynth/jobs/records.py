@@ -18,6 +18,7 @@ class JobKind(StrEnum):
     TRAINING = "training"
     EVALUATION = "evaluation"
     EXPERIMENT = "experiment"
+    EXPORT = "export"
 
 
 class JobState(StrEnum):

@@ -1,8 +1,11 @@
 """Abstention: when a prediction should not be trusted.
 
-Two signals, both cheap at serving time:
+Signals, all cheap at serving time:
 
-* the maximum class probability (a softmax below ``min_probability`` means the model is torn);
+* the conformal prediction set (:mod:`dermasynth.serving.conformal`): more than ``max_set_size``
+  classes means the model cannot narrow it down at the promised coverage; a set that holds a
+  malignant class (mel, bcc, akiec) beside benign ones means it cannot rule out a malignant lesion;
+* optionally, the top calibrated probability below ``min_probability`` (off by default);
 * an out-of-distribution score: the Mahalanobis distance of the image's penultimate features to the
   nearest class mean of the training images, with one shared covariance (Lee et al., NeurIPS 2018).
   Softmax confidence alone is famously high on inputs unlike anything seen in training (noise, a
@@ -17,7 +20,8 @@ beside the logits and the gateway only compares numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -33,15 +37,18 @@ class AbstainReason(StrEnum):
 
     LOW_CONFIDENCE = "low_confidence"
     OUT_OF_DISTRIBUTION = "out_of_distribution"
+    SET_TOO_LARGE = "set_too_large"
+    MALIGNANT_NOT_RULED_OUT = "malignant_not_ruled_out"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to abstain, and a sentence a clinician can read."""
+    """Whether to abstain, the reasons (most serious first), and sentences a clinician can read."""
 
     abstain: bool
     reason: AbstainReason | None = None
     detail: str = ""
+    reasons: tuple[AbstainReason, ...] = field(default=())
 
 
 class MahalanobisScore(nn.Module):
@@ -101,20 +108,61 @@ def calibrate_threshold(scores: np.ndarray, quantile: float) -> float:
     return float(np.quantile(scores.astype(np.float64), quantile))
 
 
-def decide(max_probability: float, ood_score: float, policy: AbstentionPolicy) -> Decision:
-    """Apply the abstention policy to one image; out-of-distribution wins over low confidence."""
+def decide(
+    max_probability: float,
+    ood_score: float,
+    policy: AbstentionPolicy,
+    prediction_set: Sequence[str] = (),
+    malignant: Collection[str] = (),
+    names: dict[str, str] | None = None,
+) -> Decision:
+    """Apply the abstention policy to one image.
+
+    Reasons, most serious first: out of distribution; a set mixing malignant and benign classes; a
+    set larger than ``policy.max_set_size``; a top probability under ``policy.min_probability``.
+    """
+    names = names or {}
+    found: list[tuple[AbstainReason, str]] = []
     if not np.isfinite(ood_score) or ood_score > policy.ood_threshold:
-        return Decision(
-            True,
-            AbstainReason.OUT_OF_DISTRIBUTION,
-            f"the image looks unlike the images the model was trained on (OOD score {ood_score:.1f} "
-            f"> threshold {policy.ood_threshold:.1f}); see a dermatologist",
+        found.append(
+            (
+                AbstainReason.OUT_OF_DISTRIBUTION,
+                f"the image looks unlike the images the model was trained on (OOD score {ood_score:.1f} "
+                f"> threshold {policy.ood_threshold:.1f})",
+            )
+        )
+    in_set_malignant = [c for c in prediction_set if c in malignant]
+    in_set_benign = [c for c in prediction_set if c not in malignant]
+    if policy.abstain_on_mixed_set and in_set_malignant and in_set_benign:
+        found.append(
+            (
+                AbstainReason.MALIGNANT_NOT_RULED_OUT,
+                "the model cannot tell whether this lesion is malignant: its likely classes include "
+                + _listing([names.get(c, c) for c in in_set_malignant])
+                + " as well as "
+                + _listing([names.get(c, c) for c in in_set_benign]),
+            )
+        )
+    if len(prediction_set) > policy.max_set_size:
+        found.append(
+            (
+                AbstainReason.SET_TOO_LARGE,
+                f"the model cannot narrow this image down: {len(prediction_set)} classes are plausible "
+                f"(at most {policy.max_set_size} allowed)",
+            )
         )
     if max_probability < policy.min_probability:
-        return Decision(
-            True,
-            AbstainReason.LOW_CONFIDENCE,
-            f"the model is unsure (top probability {max_probability:.2f} < {policy.min_probability:.2f});"
-            " see a dermatologist",
+        found.append(
+            (
+                AbstainReason.LOW_CONFIDENCE,
+                f"the model is unsure (top probability {max_probability:.2f} < {policy.min_probability:.2f})",
+            )
         )
-    return Decision(False)
+    if not found:
+        return Decision(False)
+    detail = "; ".join(text for _, text in found) + "; see a dermatologist"
+    return Decision(True, found[0][0], detail[0].upper() + detail[1:], tuple(r for r, _ in found))
+
+
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,8 +1,12 @@
-"""Grad-CAM heat maps of what the model looked at, overlaid on the image (``explain=true``).
+"""Heat maps of what the model looked at, overlaid on the image (``explain=true``).
 
-Computed with the ``grad-cam`` package on the eager model (TorchScript has no hooks), rebuilt from the
-version's ``eager.pth``; its input is the same preprocessing the served model saw, and the overlay is
-drawn on the resized, cropped image the model received.
+For architectures whose head is global average pooling + one Linear (ResNet, EfficientNet,
+MobileNet), the served ONNX graph outputs the class activation maps itself (``cam__2``; see
+:mod:`dermasynth.serving.export`): Grad-CAM of the last convolution equals them, so the gateway only
+normalizes one map the way grad-cam does (ReLU, min-max, resize: :func:`normalize_cam`) and draws it;
+no model runs in the gateway. For other heads, Grad-CAM with the ``grad-cam`` package on the eager
+model, rebuilt from the version's ``eager.pth`` (:class:`Explainer`). Either overlay is drawn on the
+resized, cropped image the model received.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -51,6 +55,27 @@ def grad_cam_layer(model: nn.Module, image_size: int) -> nn.Module:
     return finished[-1]
 
 
+def normalize_cam(cam: np.ndarray, image_size: int) -> np.ndarray:
+    """A raw class activation map (h, w) as grad-cam presents its maps: ReLU, min-max to [0, 1], resized,
+    and min-max again (what its layer aggregation does after the resize)."""
+    resized = scale_cam_image(np.maximum(cam, 0)[None], (image_size, image_size))
+    return np.asarray(scale_cam_image(np.maximum(resized, 0)))[0]
+
+
+def overlay_png(preprocessing: Preprocessing, image: Image.Image, heat: np.ndarray) -> bytes:
+    """A PNG of ``heat`` (S, S in [0, 1]) over the image as the model saw it."""
+    seen = preprocessing.pixels_transform()(image).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+    overlay = show_cam_on_image(seen, heat.astype(np.float32), use_rgb=True)
+    buffer = io.BytesIO()
+    Image.fromarray(overlay).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cam_png(cam: np.ndarray, preprocessing: Preprocessing, image: Image.Image) -> bytes:
+    """A PNG of a served class activation map (h, w) over the image as the model saw it."""
+    return overlay_png(preprocessing, image, normalize_cam(cam, preprocessing.image_size))
+
+
 def grad_cam_png(
     model: nn.Module, preprocessing: Preprocessing, image: Image.Image, class_index: int, layer: nn.Module | None = None
 ) -> bytes:
@@ -62,15 +87,12 @@ def grad_cam_png(
             heat = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])[0]
     finally:
         model.zero_grad(set_to_none=True)  # the model is shared between requests
-    seen = preprocessing.pixels_transform()(image).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
-    overlay = show_cam_on_image(seen, heat, use_rgb=True)
-    buffer = io.BytesIO()
-    Image.fromarray(overlay).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return overlay_png(preprocessing, image, heat)
 
 
 class Explainer:
-    """Grad-CAM for served versions; eager models are loaded on first use and a few are kept.
+    """Grad-CAM for served versions whose graph has no CAM output; eager models are loaded on first use
+    and a few are kept.
 
     Thread-safe: the gateway calls it from worker threads. One explanation runs at a time per
     process (Grad-CAM hooks are set on the shared model).

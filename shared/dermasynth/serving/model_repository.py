@@ -3,14 +3,16 @@
 Layout (the one Triton reads, locally from a folder and in compose/Kubernetes from ``s3://``)::
 
     models/{name}/config.pbtxt              tensors, batching, instances, which versions to serve
-    models/{name}/{version}/model.pt        TorchScript (see dermasynth.serving.export)
-    models/{name}/{version}/contract.json   preprocessing, classes, abstention policy, parity report
-    models/{name}/{version}/eager.pth       state_dict of the eager model (Grad-CAM)
+    models/{name}/{version}/model.onnx      ONNX graph, opset pinned (see dermasynth.serving.export)
+    models/{name}/{version}/contract.json   preprocessing, classes, calibration, conformal sets, abstention, parity
+    models/{name}/{version}/eager.pth       state_dict of the eager model (Grad-CAM where the graph has no CAM)
 
-``config.pbtxt`` names the ``pytorch`` backend: the official Triton image serves it with libtorch;
-the local tritonserver (the nvidia-pytriton wheel, Python backend only) with a Python implementation
-of the same backend (``services/inference/backend``). Both read ``model.pt`` and the same tensors.
-The version policy is ``specific``: deploying writes the versions to serve and asks Triton to load.
+``config.pbtxt`` names the ``onnxruntime`` backend: the official Triton image serves it with its
+onnxruntime backend; the local tritonserver (the nvidia-pytriton wheel, Python backend only) with a
+Python-based backend of the same name that runs the same ``model.onnx`` through onnxruntime
+(``services/inference/backend``). The instance group kind (CPU or GPU) comes from the deploy's
+options, else from ``DERMASYNTH_SERVING_INSTANCE_KIND``. The version policy is ``specific``:
+deploying writes the versions to serve and asks Triton to load.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dermasynth.config import Settings
-from dermasynth.serving.contract import INPUT_NAME, LOGITS_NAME, OOD_SCORE_NAME, ServingContract
+from dermasynth.serving.contract import CAM_NAME, INPUT_NAME, LOGITS_NAME, OOD_SCORE_NAME, ServingContract
 from dermasynth.serving.export import ExportedModel
 from dermasynth.storage.base import ObjectNotFound, ObjectStore
 
 REPOSITORY_PREFIX = "models"
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.onnx"
+BACKEND = "onnxruntime"
 CONTRACT_FILE = "contract.json"
 EAGER_FILE = "eager.pth"
 CONFIG_FILE = "config.pbtxt"
@@ -53,9 +56,13 @@ class BatchingOptions(BaseModel):
     max_queue_delay_us: int = Field(
         default=2000, ge=0, le=1_000_000, description="how long a request may wait for others to join its batch"
     )
-    instance_kind: Literal["cpu", "gpu"] = "cpu"
+    instance_kind: Literal["cpu", "gpu"] | None = Field(
+        default=None, description="None: the server's DERMASYNTH_SERVING_INSTANCE_KIND"
+    )
     instance_count: int = Field(default=1, ge=1, le=64)
-    intra_op_threads: int = Field(default=0, ge=0, le=256, description="torch threads per instance; 0: default")
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256, description="onnxruntime threads per instance; 0: onnxruntime's default"
+    )
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> BatchingOptions:
@@ -92,36 +99,45 @@ class BatchingChanges(BaseModel):
 
 
 def render_config(
-    name: str, versions: list[int], options: BatchingOptions, warmup_image_size: int | None = None
+    name: str,
+    versions: list[int],
+    options: BatchingOptions,
+    warmup_image_size: int | None = None,
+    *,
+    num_classes: int | None = None,
+    cam: bool = False,
+    default_kind: Literal["cpu", "gpu"] = "cpu",
 ) -> str:
     """The ``config.pbtxt`` that serves ``versions`` of ``name``.
 
-    Image sides and the class count are left variable (-1) so versions trained at other sizes or on
-    other classes can be served side by side during a deploy; each version's contract states them.
-    With ``warmup_image_size``, Triton runs two blank images through each instance before it calls
-    the model ready, so the first real request does not pay TorchScript's first-run optimization.
+    Image sides are variable (-1; the ONNX graph's are symbolic) so versions trained at other sizes
+    can be served side by side during a deploy; the class count is ``num_classes`` when the served
+    versions agree on it, else -1. ``cam`` adds the class-activation-map output (every served version
+    must have it). With ``warmup_image_size``, Triton runs two blank images through each instance
+    before it calls the model ready, so the first real request does not pay onnxruntime's first run.
     """
     check_model_name(name)
     if not versions:
         raise ValueError(f"model {name!r}: at least one version must be served")
-    kind = "KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"
+    kind = "KIND_GPU" if (options.instance_kind or default_kind) == "gpu" else "KIND_CPU"
+    classes = num_classes or -1
     preferred = ", ".join(str(s) for s in options.preferred_batch_sizes)
     lines = [
         f'name: "{name}"',
-        'backend: "pytorch"',
+        f'backend: "{BACKEND}"',
         f"max_batch_size: {options.max_batch_size}",
         f"version_policy: {{ specific: {{ versions: [ {', '.join(str(v) for v in sorted(versions))} ] }} }}",
         f'input [ {{ name: "{INPUT_NAME}" data_type: TYPE_UINT8 dims: [ 3, -1, -1 ] }} ]',
         "output [",
-        f'  {{ name: "{LOGITS_NAME}" data_type: TYPE_FP32 dims: [ -1 ] }},',
-        f'  {{ name: "{OOD_SCORE_NAME}" data_type: TYPE_FP32 dims: [ 1 ] }}',
+        f'  {{ name: "{LOGITS_NAME}" data_type: TYPE_FP32 dims: [ {classes} ] }},',
+        f'  {{ name: "{OOD_SCORE_NAME}" data_type: TYPE_FP32 dims: [ 1 ] }}' + ("," if cam else ""),
+        *([f'  {{ name: "{CAM_NAME}" data_type: TYPE_FP32 dims: [ {classes}, -1, -1 ] }}'] if cam else []),
         "]",
         "dynamic_batching {",
         *([f"  preferred_batch_size: [ {preferred} ]"] if preferred else []),
         f"  max_queue_delay_microseconds: {options.max_queue_delay_us}",
         "}",
         f"instance_group [ {{ kind: {kind} count: {options.instance_count} }} ]",
-        'parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }',
     ]
     if warmup_image_size:
         lines.append(
@@ -131,8 +147,9 @@ def render_config(
         )
     if options.intra_op_threads:
         lines.append(
-            f'parameters: {{ key: "INTRA_OP_THREAD_COUNT" value: {{ string_value: "{options.intra_op_threads}" }} }}'
+            f'parameters: {{ key: "intra_op_thread_count" value: {{ string_value: "{options.intra_op_threads}" }} }}'
         )
+        lines.append('parameters: { key: "inter_op_thread_count" value: { string_value: "1" } }')
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +188,7 @@ class ModelRepository:
             "application/json",
         )
         self.store.put_bytes(self._key(name, version, EAGER_FILE), exported.eager_state)
-        self.store.put_bytes(self._key(name, version, MODEL_FILE), exported.torchscript)
+        self.store.put_bytes(self._key(name, version, MODEL_FILE), exported.onnx)
         return version
 
     def contract(self, name: str, version: int) -> ServingContract:
@@ -182,7 +199,9 @@ class ModelRepository:
         """The eager model's state_dict bytes of a stored version."""
         return self.store.get_bytes(self._key(name, version, EAGER_FILE))
 
-    def write_config(self, name: str, versions: list[int], options: BatchingOptions) -> str:
+    def write_config(
+        self, name: str, versions: list[int], options: BatchingOptions, default_kind: Literal["cpu", "gpu"] = "cpu"
+    ) -> str:
         """Write ``config.pbtxt`` serving ``versions``; returns its text.
 
         Raises:
@@ -192,8 +211,17 @@ class ModelRepository:
         missing = sorted(set(versions) - stored)
         if missing:
             raise ObjectNotFound(self._key(name, missing[0], MODEL_FILE))
-        size = self.contract(name, max(versions)).preprocessing.image_size
-        text = render_config(name, versions, options, warmup_image_size=size)
+        contracts = [self.contract(name, v) for v in versions]
+        class_counts = {len(c.classes) for c in contracts}
+        text = render_config(
+            name,
+            versions,
+            options,
+            warmup_image_size=contracts[versions.index(max(versions))].preprocessing.image_size,
+            num_classes=class_counts.pop() if len(class_counts) == 1 else None,
+            cam=all(c.has_cam for c in contracts),
+            default_kind=default_kind,
+        )
         self.store.put_bytes(self._key(name, CONFIG_FILE), text.encode(), "text/plain")
         return text
 

@@ -5,8 +5,11 @@ the ``inspect_image`` checks: full decode, pixel count capped). Metadata never l
 the pixels go on, and a stripped copy only when retention is on. The pixels are resized and cropped
 by the live version's own :class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8
 batch, to the inference server; Triton's dynamic batcher merges concurrent requests. Unusable images
-become per-image errors; the rest are answered with their top-k classes, the abstention decision
-and, on request, a Grad-CAM overlay. Logs carry the request id, counts and timings, never image content.
+become per-image errors; the rest are answered with their calibrated top-k probabilities, the decided
+label (decision rule and malignant operating point of the version's contract), the conformal
+prediction set, the abstention decision with its reasons in plain words and, on request, the class
+activation map of the decided label (an output of the served graph; Grad-CAM on the eager model only
+for architectures without it). Logs carry the request id, counts and timings, never image content.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from scipy.special import softmax
 from dermasynth.data.images import decode_checked
 from dermasynth.labels import CLASS_NAMES
 from dermasynth.serving.abstention import decide
+from dermasynth.serving.calibration import MALIGNANT_CLASSES, calibrated_probabilities, malignant_mask
+from dermasynth.serving.calibration import decide as decide_label
+from dermasynth.serving.conformal import prediction_sets
 from dermasynth.serving.contract import ServingContract
-from dermasynth.serving.explain import Explainer
+from dermasynth.serving.explain import Explainer, cam_png
 from dermasynth.serving.inference_client import InferenceClient, InferenceOutput, VersionUnavailable
 from dermasynth.serving.registry import LIVE_REFRESH_S, ModelRegistry
 from dermasynth.serving.retention import Retention
@@ -148,28 +154,28 @@ class Predictor:
             raise BadRequest(f"{len(uploads)} images in one request; at most {self.max_images} are accepted")
         if top_k < 1:
             raise BadRequest(f"top_k must be at least 1, got {top_k}")
-        if explain and self.explainer is None:
-            raise BadRequest("explanations are not available on this gateway")
         name = model or self.default_model
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         version, contract = await self.live.get(name)
+        if explain and not contract.has_cam and self.explainer is None:
+            raise BadRequest("explanations are not available for this model on this gateway")
         prepared = await asyncio.to_thread(self._prepare, uploads, contract, explain)
         prepared_at = time.perf_counter()
         output: InferenceOutput | None = None
         if prepared.pixels:
             try:
-                output = await self.client.infer(name, version, np.stack(prepared.pixels))
+                output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
             except VersionUnavailable:  # a deploy or rollback moved the live pointer: follow it once
                 version, new_contract = await self.live.get(name, refresh=True)
                 if new_contract.preprocessing != contract.preprocessing:
                     prepared = await asyncio.to_thread(self._prepare, uploads, new_contract, explain)
                 contract = new_contract
-                output = await self.client.infer(name, version, np.stack(prepared.pixels))
+                output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
         inferred_at = time.perf_counter()
         results = prepared.results
         if output is not None:
-            if explain:  # Grad-CAM is heavy: off the event loop
+            if explain and not contract.has_cam:  # Grad-CAM on the eager model is heavy: off the event loop
                 answered = await asyncio.to_thread(
                     self._answer, name, output, contract, prepared, uploads, top_k, explain
                 )
@@ -228,37 +234,62 @@ class Predictor:
         top_k: int,
         explain: bool,
     ) -> list[ImagePrediction]:
-        probabilities = softmax(output.logits.astype(np.float64), axis=1)
         classes = contract.classes
+        if contract.calibration is not None:
+            probabilities = calibrated_probabilities(output.logits, contract.calibration)
+            labels = decide_label(probabilities, contract.calibration, contract.operating_point, classes)
+        else:  # a version exported before calibration existed: plain softmax, argmax
+            probabilities = softmax(output.logits.astype(np.float64), axis=1)
+            labels = probabilities.argmax(axis=1)
+        members = prediction_sets(probabilities, contract.conformal) if contract.conformal is not None else None
+        malignant = malignant_mask(classes)
         k = min(top_k, len(classes))
         answers = []
         for row, (index, probs, ood) in enumerate(zip(prepared.indices, probabilities, output.ood_scores, strict=True)):
-            order = np.argsort(-probs, kind="stable")[:k]
-            decision = decide(float(probs[order[0]]), float(ood), contract.abstention)
+            order = np.argsort(-probs, kind="stable")
+            in_set = [int(i) for i in order if members is not None and members[row, i]]
+            decision = decide(
+                float(probs[order[0]]),
+                float(ood),
+                contract.abstention,
+                [classes[i] for i in in_set],
+                MALIGNANT_CLASSES,
+                CLASS_NAMES,
+            )
+            label = int(labels[row])
             png = None
-            if explain and self.explainer is not None:
+            if explain and output.cams is not None:
+                png = cam_png(output.cams[row, label], contract.preprocessing, prepared.images[row])
+            elif explain and self.explainer is not None:
                 png = self.explainer.explain(
-                    name, output.model_version, contract.preprocessing, prepared.images[row], int(order[0])
+                    name, output.model_version, contract.preprocessing, prepared.images[row], label
                 )
             answers.append(
                 ImagePrediction(
                     file=uploads[index].filename,
-                    top_k=[
-                        ClassProbability(
-                            label=classes[i], name=CLASS_NAMES.get(classes[i], classes[i]), probability=float(probs[i])
-                        )
-                        for i in order
-                    ],
+                    top_k=[self._class(classes[i], probs[i]) for i in order[:k]],
+                    label=classes[label],
+                    label_name=CLASS_NAMES.get(classes[label], classes[label]),
+                    malignant=bool(malignant[label]) if contract.operating_point is not None else None,
+                    malignant_probability=float(probs[malignant].sum()) if malignant.any() else None,
+                    prediction_set=[self._class(classes[i], probs[i]) for i in in_set],
+                    set_coverage=contract.conformal.coverage if contract.conformal is not None else None,
+                    calibrated=contract.calibration is not None,
                     model=name,
                     model_version=output.model_version,
                     abstain=decision.abstain,
                     abstain_reason=decision.reason.value if decision.reason else None,
+                    abstain_reasons=[r.value for r in decision.reasons],
                     abstain_detail=decision.detail,
                     ood_score=float(ood),
                     explanation_png=base64.b64encode(png).decode() if png else None,
                 )
             )
         return answers
+
+    @staticmethod
+    def _class(code: str, probability: float) -> ClassProbability:
+        return ClassProbability(label=code, name=CLASS_NAMES.get(code, code), probability=min(1.0, float(probability)))
 
     def _retain(self, request_id: str, uploads: list[Upload], indices: list[int]) -> None:
         assert self.retention is not None

@@ -68,6 +68,9 @@ class ModelRegistry:
             image_size=contract.preprocessing.image_size,
             min_probability=contract.abstention.min_probability,
             ood_threshold=contract.abstention.ood_threshold,
+            temperature=contract.calibration.temperature if contract.calibration else None,
+            set_coverage=contract.conformal.coverage if contract.conformal else None,
+            malignant_threshold=contract.operating_point.threshold if contract.operating_point else None,
             lineage=lineage,
         )
         self.store.put_bytes(
@@ -140,6 +143,8 @@ class Deployer:
             store into Triton's local folder); None when Triton reads the store itself.
         settle_s: how long the old version keeps serving after the pointer moved.
         ready_timeout_s: how long to wait for the new version to become ready.
+        instance_kind: the instance group kind when the deploy's options name none
+            (``DERMASYNTH_SERVING_INSTANCE_KIND``: ``gpu`` on a GPU overlay, ``cpu`` elsewhere).
     """
 
     def __init__(
@@ -150,16 +155,18 @@ class Deployer:
         sync: Callable[[], object] | None = None,
         settle_s: float = DEFAULT_SETTLE_S,
         ready_timeout_s: float = 180.0,
+        instance_kind: Literal["cpu", "gpu"] = "cpu",
     ) -> None:
         self.registry = registry
         self.client = client
         self.sync = sync
         self.settle_s = settle_s
         self.ready_timeout_s = ready_timeout_s
+        self.instance_kind: Literal["cpu", "gpu"] = instance_kind
         self._lock = asyncio.Lock()
 
     async def _serve(self, name: str, versions: list[int], options: BatchingOptions) -> None:
-        self.registry.repository.write_config(name, versions, options)
+        self.registry.repository.write_config(name, versions, options, self.instance_kind)
         if self.sync is not None:
             await asyncio.to_thread(self.sync)
         await self.client.load_model(name)

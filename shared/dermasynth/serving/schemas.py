@@ -28,20 +28,41 @@ class ClassProbability(BaseModel):
     probability: float = Field(ge=0, le=1)
 
 
+AbstainReasonName = Literal["out_of_distribution", "malignant_not_ruled_out", "set_too_large", "low_confidence"]
+
+
 class ImagePrediction(BaseModel):
     """The answer for one image that could be read."""
 
     file: str
     status: Literal["ok"] = "ok"
-    top_k: list[ClassProbability] = Field(description="most likely classes first")
+    top_k: list[ClassProbability] = Field(
+        description="most likely classes first; calibrated probabilities at the deployment's class frequencies"
+    )
+    label: str = Field(description="the decided class code (the decision rule and malignant operating point)")
+    label_name: str = Field(description="readable name of the decided class")
+    malignant: bool | None = Field(
+        default=None, description="the decision calls the lesion malignant (mel, bcc, akiec); None: no operating point"
+    )
+    malignant_probability: float | None = Field(
+        default=None, ge=0, le=1, description="calibrated probability of mel, bcc or akiec together"
+    )
+    prediction_set: list[ClassProbability] = Field(
+        default_factory=list,
+        description="classes that together hold the true one with the set's coverage (conformal), most likely first",
+    )
+    set_coverage: float | None = Field(default=None, description="the coverage the prediction set is built for")
+    calibrated: bool = Field(default=False, description="probabilities are temperature- and prior-calibrated")
     model: str
     model_version: int
     abstain: bool = Field(description="true: the model should not be trusted on this image; see a dermatologist")
-    abstain_reason: Literal["low_confidence", "out_of_distribution"] | None = None
-    abstain_detail: str = ""
+    abstain_reason: AbstainReasonName | None = Field(default=None, description="the most serious reason")
+    abstain_reasons: list[AbstainReasonName] = Field(default_factory=list, description="every reason that applies")
+    abstain_detail: str = Field(default="", description="the reasons in plain words")
     ood_score: float = Field(description="distance to the training images' features; above the threshold: abstain")
     explanation_png: str | None = Field(
-        default=None, description="base64 PNG: Grad-CAM heat map of the top class over the image"
+        default=None,
+        description="base64 PNG: class activation map (Grad-CAM) of the decided class over the image",
     )
     disclaimer: str = DISCLAIMER
 
@@ -80,6 +101,7 @@ class ModelLineage(BaseModel):
     run: str | None = Field(default=None, description="the training run's store prefix, e.g. runs/{job_id}")
     dataset: str | None = Field(default=None, description="the dataset it was trained and calibrated on")
     job_id: str | None = None
+    export_job_id: str | None = Field(default=None, description="the export job that registered this version")
     metrics: dict[str, float] = Field(default_factory=dict, description="validation metrics of the run")
 
 
@@ -94,6 +116,9 @@ class ModelVersionInfo(BaseModel):
     image_size: int
     min_probability: float
     ood_threshold: float
+    temperature: float | None = None
+    set_coverage: float | None = None
+    malignant_threshold: float | None = None
     lineage: ModelLineage
     live: bool = False
 

@@ -17,6 +17,7 @@ from dermasynth.auth import Scope
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import JobKind, JobRecord, JobState, RedisJobStore, run_prefix
 from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.platform import wait_until
 from tests.triton_fixtures import Served, copy_version
 
 ROLLOUT = "rollout"
@@ -54,8 +55,14 @@ def test_versions_lineage_and_the_live_version(served: Served, client: TestClien
     detail = client.get(f"/v1/models/{served.name}", headers=engineer).json()
     assert detail["live"]["version"] == 1 and detail["live"]["history"][0]["action"] == "deploy"
     first = detail["versions"][0]
-    assert first["live"] and first["lineage"] == {"run": "runs/test", "dataset": "demo", "job_id": None, "metrics": {}}
-    assert first["architecture"] == "resnet18" and first["image_size"] == 32
+    assert first["live"] and first["lineage"] == {
+        "run": "runs/test",
+        "dataset": "demo",
+        "job_id": None,
+        "export_job_id": None,
+        "metrics": {},
+    }
+    assert first["architecture"] == "resnet18" and first["image_size"] == served.run.trained.preprocessing.image_size
     assert client.get(f"/v1/models/{served.name}/versions/1", headers=engineer).json()["version"] == 1
     assert client.get(f"/v1/models/{served.name}/versions/99", headers=engineer).status_code == 404
     assert client.get("/v1/models/nothing", headers=engineer).status_code == 404
@@ -99,12 +106,28 @@ def test_export_a_finished_training_job(
     assert early.status_code == 409 and "queued" in early.json()["detail"]
     jobs.transition(job.id, JobState.RUNNING)
     jobs.transition(job.id, JobState.SUCCEEDED)
-    created = client.post("/v1/models", json={"training_job_id": job.id, "name": "exported"}, headers=engineer)
-    assert created.status_code == 201, created.text
-    info = created.json()
-    assert info["version"] == 1 and not info["live"]
+    accepted = client.post("/v1/models", json={"training_job_id": job.id, "name": "exported"}, headers=engineer)
+    assert accepted.status_code == 202, accepted.text  # at once: the export runs on a worker
+    export_id = accepted.json()["job_id"]
+    assert accepted.headers["location"] == f"/v1/jobs/{export_id}"
+    queued = jobs.get(export_id)
+    assert queued.kind == JobKind.EXPORT and queued.queue == "default" and queued.state == JobState.QUEUED
+    assert client.get("/v1/models/exported", headers=engineer).status_code == 404  # nothing registered yet
+
+    worker = platform.start_worker("export", queues="default")
+    try:
+        wait_until(lambda: jobs.get(export_id).terminal, 240, "the export job to finish")
+    finally:
+        platform.stop(worker)
+    done = jobs.get(export_id)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert done.result is not None and done.result["version"] == 1
+    info = client.get("/v1/models/exported/versions/1", headers=engineer).json()
+    assert not info["live"] and info["temperature"] > 0 and info["set_coverage"] == 0.9
     assert info["lineage"]["job_id"] == job.id and info["lineage"]["dataset"] == dataset.id
+    assert info["lineage"]["export_job_id"] == export_id
     assert info["lineage"]["run"] == run_prefix(job.id) and "balanced_accuracy" in str(info["lineage"]["metrics"])
+    assert served.store.exists("models/exported/1/model.onnx")
     absent = client.post("/v1/models", json={"training_job_id": uuid.uuid4().hex}, headers=engineer)
     assert absent.status_code == 404
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from dermasynth.auth import Scope
 from dermasynth.data.images import load_rgb
+from dermasynth.serving.calibration import calibrated_probabilities
 from dermasynth.serving.inference_client import TritonClient
 from services.inference.launcher import LocalTriton, free_port
 from tests.services.gateway.serving import ServingPlatform, serving_redis
@@ -75,13 +76,20 @@ def test_predictions_through_the_gateway_equal_the_eager_model(
     body = response.json()
     trained = served.run.trained
     batch = torch.stack([trained.preprocessing.eval_transform()(load_rgb(f[1][1])) for f in files])
-    eager = trained.probabilities(batch).numpy()
+    calibration = served.exported.contract.calibration
+    assert calibration is not None
+    eager = calibrated_probabilities(np.log(trained.probabilities(batch).numpy()), calibration)
     assert body["model_version"] == 1 and body["succeeded"] == 5 and "not a diagnosis" in body["disclaimer"]
     for result, (_, (name, _, _)), expected in zip(body["results"], files, eager, strict=True):
         assert result["status"] == "ok" and result["file"] == name and "not a diagnosis" in result["disclaimer"]
         got = {c["label"]: c["probability"] for c in result["top_k"]}
         np.testing.assert_allclose([got[c] for c in trained.classes], expected, atol=1e-4)
-        assert isinstance(result["abstain"], bool)
+        assert isinstance(result["abstain"], bool) and result["calibrated"]
+        in_set = [c["label"] for c in result["prediction_set"]]
+        assert in_set and in_set[0] == result["top_k"][0]["label"] and result["set_coverage"] == 0.9
+        mixed = {"mel", "bcc", "akiec"} & set(in_set) and set(in_set) - {"mel", "bcc", "akiec"}
+        assert ("malignant_not_ruled_out" in result["abstain_reasons"]) is bool(mixed)
+        assert result["abstain"] is bool(result["abstain_reasons"]) and result["label"] in trained.classes
 
 
 def test_concurrent_requests_through_the_gateway_are_batched(

@@ -28,14 +28,14 @@ from services.inference.launcher import (
 from tests.triton_fixtures import Served
 
 
-def test_backend_dir_links_the_stub_and_holds_the_pytorch_backend(tmp_path: Path) -> None:
+def test_backend_dir_links_the_stub_and_holds_the_onnxruntime_backend(tmp_path: Path) -> None:
     backends = build_backend_dir(tmp_path / "backends")
     python = backends / "python"
     assert (python / "libtriton_python.so").is_file() and (python / "triton_python_backend_utils.py").is_file()
     stub = python / "triton_python_backend_stub"
     assert stub.is_symlink()
     assert stub.resolve().parent.name == f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert (backends / "pytorch" / "model.py").read_text() == BACKEND_SOURCE.read_text()
+    assert (backends / "onnxruntime" / "model.py").read_text() == BACKEND_SOURCE.read_text()
     build_backend_dir(backends)  # building again over an existing folder is fine
 
 
@@ -49,7 +49,7 @@ def test_environment_leads_the_stub_to_this_interpreter() -> None:
 def test_a_model_that_cannot_load_is_reported_at_once(tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     (repository / "broken" / "1").mkdir(parents=True)
-    (repository / "broken" / "config.pbtxt").write_text('name: "broken"\nbackend: "pytorch"\nmax_batch_size: 1\n')
+    (repository / "broken" / "config.pbtxt").write_text('name: "broken"\nbackend: "onnxruntime"\nmax_batch_size: 1\n')
     triton = LocalTriton(str(repository), tmp_path / "work", models=["broken", "absent"])
     with pytest.raises(TritonStartError, match="could not load model 'broken'"):
         triton.start(timeout_s=120)
