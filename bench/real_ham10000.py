@@ -8,6 +8,10 @@ balanced accuracy, macro-F1 and per-class recall with 95% bootstrap intervals.
 
     python bench/real_ham10000.py                    # about 10 minutes per arm
     python bench/real_ham10000.py --budget-min 2     # a shorter look
+    python bench/real_ham10000.py --budget-min 12 --data-paths per_image,cache   # old vs new data path
+
+With ``--data-paths`` the arms are training data paths (class-balanced sampler in each), each calibrated
+on its own speed so that it fills the same budget (the decoded cache is built before, outside the budget).
 Skips (exit 0) when ../shared/data/ham10000_200x150 is not there.
 """
 
@@ -33,6 +37,7 @@ from dermasynth.classifier.checkpoint import BEST
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run
+from dermasynth.data.decoded_cache import open_decoded_cache
 from dermasynth.data.importer import import_dataset
 from dermasynth.data.manifest import Manifest
 from dermasynth.progress import Cancelled, Progress
@@ -108,6 +113,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HAM10000, help="HAM10000 folder (official layout)")
     parser.add_argument("--budget-min", type=float, default=10.0, help="training minutes per arm")
     parser.add_argument("--arms", default="sampler,none", help="comma-separated balance modes: sampler, none, loss")
+    parser.add_argument(
+        "--data-paths", default=None, help="compare data paths instead: e.g. per_image,cache (balance sampler)"
+    )
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -136,8 +144,20 @@ def main() -> None:
             device="cpu",
             keep_epoch_checkpoints=False,
         )
-        epochs = calibrate(base, manifest, steps=10, budget_s=budget_s)
         rows = []
+        if args.data_paths:
+            open_decoded_cache(manifest, args.image_size, base.crop)  # built once, outside every arm's budget
+            for path in args.data_paths.split(","):
+                config = base.model_copy(update={"data_path": path.strip()})
+                arm_epochs = calibrate(config, manifest, steps=20, budget_s=budget_s)
+                row = run_arm(
+                    f"path-{path.strip()}", config.model_copy(update={"epochs": arm_epochs}), manifest, folder, budget_s
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            _print_table(rows, f"{args.model} from scratch, {args.image_size} px, {args.budget_min:g} min per arm")
+            return
+        epochs = calibrate(base, manifest, steps=10, budget_s=budget_s)
         for balance in args.arms.split(","):
             config = TrainConfig.model_validate({**base.model_dump(), "epochs": epochs, "balance": balance.strip()})
             row = run_arm(f"balance-{config.balance}", config, manifest, folder, budget_s)

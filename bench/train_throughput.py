@@ -8,15 +8,25 @@ training images/s, validation excluded); the plain arm is the loop a user would 
     python bench/train_throughput.py                      # resnet18, 64 px, batch 64, fp32
     python bench/train_throughput.py --amp                # also bf16 autocast (and channels_last)
     python bench/train_throughput.py --steps 4 --repeats 1 --batch-size 16   # quick look
+    python bench/train_throughput.py --real --steps 80 --repeats 2 --amp  # real HAM10000, end to end
+
+``--real`` measures on the real HAM10000 copy in ``../shared/data`` (skipped when it is not there): a
+preloaded plain loop (every train image decoded once into one normalized tensor with PIL and
+torchvision, class-balanced indices drawn with ``torch.multinomial``, no augmentation, no project code)
+against ``dermasynth train`` itself, run as a subprocess (its epoch's training images/s from
+``--json``; the decoded cache is built before, outside the timing), fp32 and with ``--amp``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +51,8 @@ from dermasynth.data.manifest import Manifest
 from dermasynth.data.splits import SplitFractions
 from dermasynth.data.transforms import Preprocessing
 from dermasynth.storage import FilesystemStore
+
+HAM10000 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000_200x150"
 
 
 def _loader(manifest: Manifest, config: TrainConfig) -> DataLoader[Any]:
@@ -105,6 +117,125 @@ def engine(manifest: Manifest, config: TrainConfig, steps: int) -> float:
     return result.history[0].images_per_s
 
 
+def preload(manifest: Manifest, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train split decoded once with PIL + torchvision into normalized floats, as a user would."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    transform = v2.Compose(
+        [
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+    rows = manifest.in_split("train")
+    classes = sorted({r.label for r in rows})
+    images = torch.stack([transform(Image.open(manifest.path_of(r)).convert("RGB")) for r in rows])
+    labels = torch.tensor([classes.index(r.label) for r in rows])
+    return images, labels
+
+
+def preloaded_plain_loop(
+    images: torch.Tensor, labels: torch.Tensor, model_name: str, batch_size: int, steps: int, amp: bool
+) -> float:
+    """A hand-written loop over a preloaded tensor: class-balanced draws, no augmentation, no loader."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(model_name, num_classes=int(labels.max()) + 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    weights = (1.0 / torch.bincount(labels).double())[labels]
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        index = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+        inputs, targets = images[index], labels[index]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def cli_train(data: Path, model_name: str, image_size: int, batch_size: int, steps: int, extra: list[str]) -> float:
+    """``dermasynth train`` end to end in its own process: its epoch's training images/s (from ``--json``)."""
+    with tempfile.TemporaryDirectory() as run:
+        command = [
+            str(Path(sys.executable).parent / "dermasynth"),
+            *("train", "--data", str(data), "--out", run, "--model", model_name, "--device", "cpu"),
+            *("--image-size", str(image_size), "--batch-size", str(batch_size), "--epochs", "1"),
+            *("--max-steps-per-epoch", str(steps), "--json", *extra),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(result["history"][0]["images_per_s"])
+
+
+def real_arms(args: argparse.Namespace) -> None:
+    """Preloaded plain loop against ``dermasynth train`` on the real HAM10000, side by side."""
+    from dermasynth.data.decoded_cache import open_decoded_cache
+    from dermasynth.data.importer import import_dataset
+
+    if not args.data.is_dir():
+        print(f"skipped: the real HAM10000 is not at {args.data}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, _ = import_dataset(args.data, Path(tmp) / "ham10000", "ham10000", seed=0, copy=False)
+        manifest.write(Path(tmp) / "ham10000")
+        open_decoded_cache(manifest, args.image_size)  # built once, before any timing
+        images, labels = preload(manifest, args.image_size)
+        arms: dict[str, Callable[[], float]] = {
+            "preloaded plain loop fp32": lambda: preloaded_plain_loop(
+                images, labels, args.model, args.batch_size, args.steps, amp=False
+            ),
+            "dermasynth train fp32": lambda: cli_train(
+                manifest.root, args.model, args.image_size, args.batch_size, args.steps, []
+            ),
+        }
+        if args.amp:
+            arms |= {
+                "preloaded plain loop bf16": lambda: preloaded_plain_loop(
+                    images, labels, args.model, args.batch_size, args.steps, amp=True
+                ),
+                "dermasynth train --amp": lambda: cli_train(
+                    manifest.root, args.model, args.image_size, args.batch_size, args.steps, ["--amp"]
+                ),
+                "dermasynth train --amp --channels-last": lambda: cli_train(
+                    manifest.root,
+                    args.model,
+                    args.image_size,
+                    args.batch_size,
+                    args.steps,
+                    ["--amp", "--channels-last"],
+                ),
+            }
+        print(
+            f"real HAM10000 ({len(labels)} train images), {args.model}, {args.image_size} px, batch "
+            f"{args.batch_size}, {args.steps} steps x {args.repeats} rounds, {args.threads} threads, CPU "
+            f"{torch.backends.cpu.get_cpu_capability()}; load average before: {os.getloadavg()}",
+            flush=True,
+        )
+        figures: dict[str, list[float]] = {name: [] for name in arms}
+        for _ in range(args.repeats):
+            for name, measure in arms.items():
+                figures[name].append(measure())
+                print(f"  {name}: {figures[name][-1]:.1f} images/s (load {os.getloadavg()[0]:.1f})", flush=True)
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    for name, values in figures.items():
+        print(f"{name:>40}: {median[name]:8.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    plain = median["preloaded plain loop fp32"]
+    print(f"{'dermasynth train fp32 / plain fp32':>40}: {median['dermasynth train fp32'] / plain:8.3f}  (goal >= 0.95)")
+    if args.amp:
+        for name in ("dermasynth train --amp", "dermasynth train --amp --channels-last", "preloaded plain loop bf16"):
+            print(f"{name + ' / plain fp32':>40}: {median[name] / plain:8.3f}  (goal >= 1.5 for --amp)")
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
@@ -115,9 +246,14 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
     parser.add_argument("--amp", action="store_true", help="also measure bf16 autocast, with and without channels_last")
+    parser.add_argument("--real", action="store_true", help="preloaded plain loop vs dermasynth train on HAM10000")
+    parser.add_argument("--data", type=Path, default=HAM10000, help="the real HAM10000 (official layout)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.real:
+        real_arms(args)
+        return
 
     base = TrainConfig(
         model=args.model,

@@ -48,6 +48,7 @@ def test_ddp_trains_on_two_processes_and_only_rank_0_writes(demo_dataset: Manife
         result.pop("wall_s")
     assert results[0] == results[1]  # gathered validation and all-reduced losses agree on every rank
     assert results[0]["world_size"] == 2 and results[0]["epochs_run"] == 2
+    assert results[0]["data_path"] == "cache"  # decoded once by rank 0, augmented per batch and per rank
     assert all(h["train_images"] == 2 * 2 * 8 for h in results[0]["history"])  # 2 ranks x 2 steps x batch 8
     assert {p.name for p in (tmp_path / "store0").iterdir()} == {
         "best.pth",

@@ -11,7 +11,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dermasynth.classifier.checkpoint import RESULT, epoch_key
 from dermasynth.classifier.config import TrainConfig
-from dermasynth.classifier.engine import TrainResult, amp_dtype_of, evaluate, fit, train_one_epoch
+from dermasynth.classifier.distributed import init_distributed
+from dermasynth.classifier.engine import TrainResult, _Run, amp_dtype_of, evaluate, fit, train_one_epoch
+from dermasynth.config import get_settings
+from dermasynth.data.images import load_rgb
 from dermasynth.data.manifest import Manifest
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore
@@ -84,6 +87,7 @@ def test_interrupted_run_resumed_ends_with_the_same_weights(demo_dataset: Manife
         fit(config, demo_dataset, interrupted, cancel_after_epoch_2)
     assert not interrupted.exists(RESULT) and load_state(interrupted, "checkpoint.pth")["epoch"] == 2
     resumed = fit(config, demo_dataset, interrupted, resume=True)
+    assert expected.data_path == resumed.data_path == "cache"  # decoded once, augmented per batch, seeded per step
     final, reference = _weights(interrupted), _weights(straight)
     assert final.keys() == reference.keys()
     assert all(torch.equal(final[k], reference[k]) for k in reference)
@@ -216,3 +220,49 @@ def test_fp16_with_grad_scaler_on_cuda(demo_dataset: Manifest, tmp_path: Path) -
     result = fit(_config(epochs=1, amp=True, device="cuda", channels_last=True), demo_dataset, store)
     assert result.amp_dtype == "float16" and result.device.startswith("cuda")
     assert load_state(store, "checkpoint.pth")["scaler"]["scale"] > 0
+
+
+def test_per_image_path_still_trains_and_says_so(demo_dataset: Manifest, tmp_path: Path) -> None:
+    result = fit(_config(epochs=1, data_path="per_image"), demo_dataset, FilesystemStore(tmp_path / "run"))
+    assert result.data_path == "per_image" and result.history[0].train_images == 16
+
+
+def test_cache_over_budget_falls_back_to_the_per_image_path(
+    demo_dataset: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERMASYNTH_DECODED_CACHE_MAX_BYTES", "1000")
+    get_settings.cache_clear()
+    try:
+        result = fit(_config(epochs=1), demo_dataset, FilesystemStore(tmp_path / "a"), cache_root=tmp_path / "c")
+        assert result.data_path == "per_image"
+        with pytest.raises(ValueError, match="data_path 'cache'"):
+            fit(
+                _config(epochs=1, data_path="cache"),
+                demo_dataset,
+                FilesystemStore(tmp_path / "b"),
+                cache_root=tmp_path / "c",
+            )
+    finally:
+        monkeypatch.delenv("DERMASYNTH_DECODED_CACHE_MAX_BYTES")
+        get_settings.cache_clear()
+
+
+def test_validation_batches_are_the_eval_transform_never_augmented(demo_dataset: Manifest, tmp_path: Path) -> None:
+    config = _config(epochs=1)
+    run = _Run(config, demo_dataset, FilesystemStore(tmp_path / "run"), init_distributed("cpu"), None)
+    prepare = run._prepare_eval()
+    assert prepare is not None
+    eval_tf = run.preprocessing.eval_transform()
+    for _ in range(2):  # the same every time: nothing random
+        seen = [prepare(batch, step) for step, batch in enumerate(run.val_loader)]
+        inputs = torch.cat([x for x, _ in seen])
+        targets = torch.cat([t for _, t in seen])
+        expected = torch.stack([eval_tf(load_rgb(demo_dataset.path_of(r))) for r in run.val_records])
+        assert torch.allclose(inputs, expected, atol=1e-5)
+        assert targets.tolist() == [demo_dataset.classes.index(r.label) for r in run.val_records]
+    # training batches are augmented: two epochs' first batches differ even for the same images
+    train_prepare = [run._prepare(epoch) for epoch in (0, 1)]
+    batch = next(iter(run.loader))
+    a, labels = train_prepare[0](batch, 0)  # type: ignore[misc]
+    b, _ = train_prepare[1](batch, 0)  # type: ignore[misc]
+    assert a.shape == (8, 3, 16, 16) and not torch.equal(a, b) and torch.equal(labels, batch[2])

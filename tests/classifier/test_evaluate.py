@@ -11,6 +11,8 @@ from sklearn.metrics import confusion_matrix
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.classifier.engine import fit
 from dermasynth.classifier.evaluate import EvaluationReport, evaluate_run, load_predictions
+from dermasynth.config import get_settings
+from dermasynth.data.decoded_cache import open_decoded_cache
 from dermasynth.data.manifest import Manifest
 from dermasynth.storage import FilesystemStore, ObjectNotFound, PrefixedStore
 
@@ -80,3 +82,21 @@ def test_predictions_are_kept_for_paired_comparisons(run: PrefixedStore, demo_da
     )
     with pytest.raises(ObjectNotFound):
         load_predictions(run, "eval/val")
+
+
+def test_decoded_cache_and_per_image_evaluation_agree(
+    run: PrefixedStore, demo_dataset: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERMASYNTH_CACHE_ROOT", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    try:
+        per_image = evaluate_run(run, demo_dataset, "test", bootstrap=0, prefix="a/", save_predictions=True)
+        assert not list((tmp_path / "cache").rglob("*.npy"))  # evaluation never builds a cache for itself
+        open_decoded_cache(demo_dataset, 16, cache_root=tmp_path / "cache", progress=False)
+        cached = evaluate_run(run, demo_dataset, "test", bootstrap=0, prefix="b/", save_predictions=True)
+    finally:
+        get_settings.cache_clear()
+    a, b = load_predictions(run, "a/"), load_predictions(run, "b/")
+    assert a.images == b.images and (a.targets == b.targets).all()
+    assert abs(a.probabilities - b.probabilities).max() < 1e-5
+    assert cached.balanced_accuracy == per_image.balanced_accuracy

@@ -1,4 +1,4 @@
-"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway process and tritonserver."""
+"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway, worker and tritonserver."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFa
     )
     try:
         deployment.start_gateway()
+        deployment.start_worker("models-cli", queues="default")  # exports run as worker jobs
         yield deployment
     finally:
         deployment.close()
 
 
-def _env(platform: ServingPlatform, scope: Scope) -> dict[str, str]:
-    return {"DERMASYNTH_GATEWAY_URL": platform.gateway_url, "DERMASYNTH_API_KEY": platform.key(scope), "COLUMNS": "300"}
+def _env(platform: ServingPlatform, *scopes: Scope) -> dict[str, str]:
+    key = platform.key(*scopes)
+    return {"DERMASYNTH_GATEWAY_URL": platform.gateway_url, "DERMASYNTH_API_KEY": key, "COLUMNS": "300"}
 
 
 def _succeeded_training_job(served: Served, platform: ServingPlatform, tmp_path: Path) -> str:
@@ -58,15 +60,12 @@ def _succeeded_training_job(served: Served, platform: ServingPlatform, tmp_path:
 def test_export_list_show_deploy_and_rollback_over_http(
     served: Served, platform: ServingPlatform, tmp_path: Path
 ) -> None:
-    env = _env(platform, Scope.ENGINEER)
+    env = _env(platform, Scope.ENGINEER, Scope.DEPLOYER)
     name = f"cli-{uuid.uuid4().hex[:6]}"
     job_id = _succeeded_training_job(served, platform, tmp_path)
-    worker = platform.start_worker("export", queues="default")  # the export runs as a job on a CPU worker
-    try:
-        exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)
-    finally:
-        platform.stop(worker)
+    exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)  # 202: follows the job
     assert exported.exit_code == 0, exported.output
+    assert "export queued as job" in exported.output and "succeeded" in exported.output
     assert exported.stdout.strip().splitlines()[-1] == "1"
 
     listed = runner.invoke(app, ["models", "list", name], env=env)

@@ -77,7 +77,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
         export_job_id=ctx.record.id,
         metrics=metrics,
     )
-    info = registry.register(params.name, exported, lineage)
+    info = registry.register(params.name, exported, lineage, owner=ctx.record.owner)
     return _summary(info, ctx.record.id)
 
 

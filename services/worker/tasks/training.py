@@ -21,7 +21,16 @@ def train(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
     assert isinstance(params, TrainingParams)
     manifest = ctx.dataset(params.dataset_id)
-    result = fit(params.config, manifest, ctx.out, ctx.progress, resume=True)
+    resources = ctx.resources  # the decoded-image cache is shared with other workers through the object store
+    result = fit(
+        params.config,
+        manifest,
+        ctx.out,
+        ctx.progress,
+        resume=True,
+        cache_root=resources.settings.cache_root,
+        cache_store=resources.store,
+    )
     outcome: dict[str, Any] = {
         "run": run_prefix(ctx.record.id),
         "dataset_id": params.dataset_id,

@@ -53,6 +53,12 @@ class TrainConfig(BaseModel):
         description="None: from scratch; a local state_dict file; or a torchvision weights name (needs network)",
     )
     augment: Augmentation = Field(default_factory=Augmentation)
+    data_path: Literal["auto", "cache", "per_image"] = Field(
+        default="auto",
+        description="auto: decode once into the decoded-image cache and augment whole batches on the training "
+        "device, or the per-image path when the cache is over its disk budget; cache: insist on the cache; "
+        "per_image: PIL decode and augmentation per image in loader processes (num_workers)",
+    )
     max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cut epochs short (smoke runs)")
     num_workers: int = Field(default=2, ge=0, le=64)
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")

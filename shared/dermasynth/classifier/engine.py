@@ -15,9 +15,10 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,9 +46,10 @@ from dermasynth.classifier.distributed import (
 )
 from dermasynth.classifier.models import build_model, check_input_size, preprocessing_for, set_backbone_trainable
 from dermasynth.classifier.sampling import DistributedWeightedSampler, class_weights, sample_weights, weighted_sampler
-from dermasynth.data.dataset import ManifestDataset
+from dermasynth.data.dataset import CachedBatches, EvalBatches, ManifestDataset
+from dermasynth.data.decoded_cache import DecodedImages, open_decoded_cache
 from dermasynth.data.manifest import Manifest
-from dermasynth.data.transforms import Preprocessing
+from dermasynth.data.transforms import BatchAugment, Preprocessing, step_generator
 from dermasynth.metrics.classification import classification_metrics
 from dermasynth.progress import Cancelled, Progress, ProgressCallback, ignore_progress
 from dermasynth.storage.base import ObjectStore
@@ -58,6 +60,16 @@ logger = logging.getLogger(__name__)
 TrainSampler = WeightedRandomSampler | RandomSampler | DistributedWeightedSampler | DistributedSampler[Any]
 StepCallback = Callable[[int, float, int], None]
 """Called after every optimizer step with (steps done, latest mean loss, images seen) of the epoch."""
+Prepare = Callable[[Any, int], tuple[torch.Tensor, torch.Tensor]]
+"""Turns a loader's batch and its step index (from 0) into (inputs, targets) on the training device."""
+
+
+def _to_device(device: torch.device) -> Prepare:
+    def prepare(batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+    return prepare
 
 
 class EpochRecord(BaseModel):
@@ -95,6 +107,7 @@ class TrainResult(BaseModel):
     device: str = "cpu"
     amp_dtype: str | None = None
     wall_s: float = 0.0
+    data_path: Literal["cache", "per_image"] = "per_image"
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: Iterable[Any],
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -156,21 +169,29 @@ def train_one_epoch(
     max_steps: int | None = None,
     log_every: int = 10,
     on_step: StepCallback | None = None,
+    prepare: Prepare | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: forward and loss under autocast, exactly one optimizer step per batch.
 
     The scaler is a no-op unless it was made enabled (fp16 on CUDA); gradients are unscaled before
     clipping. The loss is read back (a GPU sync) every ``log_every`` steps and at the end.
+
+    Args:
+        loader: batches; ``(inputs, targets)`` pairs unless ``prepare`` reads them.
+        prepare: makes a batch into device tensors (e.g. the decoded cache's uint8 pixels, augmented on
+            the device); default: move ``(inputs, targets)`` to ``device``.
     """
+    prepare = prepare or _to_device(device)
+    total = len(loader) if isinstance(loader, Sized) else None
     model.train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     images = steps = 0
     latest = math.nan
     start = time.perf_counter()
-    for inputs, targets in loader:
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
-        targets = targets.to(device, non_blocking=True)
+    for batch in loader:
+        inputs, targets = prepare(batch, steps)
+        inputs = inputs.contiguous(memory_format=memory_format)
         with _autocast(device, amp_dtype):
             loss = criterion(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -184,7 +205,7 @@ def train_one_epoch(
         images += targets.size(0)
         steps += 1
         last = steps == max_steps
-        if steps % log_every == 0 or last or steps == len(loader):
+        if steps % log_every == 0 or last or steps == total:
             latest = float(loss_sum) / images
         if on_step is not None:
             on_step(steps, latest, images)
@@ -197,17 +218,19 @@ def train_one_epoch(
 
 def evaluate(
     model: nn.Module,
-    loader: DataLoader[Any],
+    loader: Iterable[Any],
     device: torch.device,
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     tta: bool = False,
+    prepare: Prepare | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every image in ``loader``.
 
     Args:
         tta: average the softmax over the 8 flips and right-angle rotations (dermoscopy has no up).
+        prepare: as in :func:`train_one_epoch` (never augments: evaluation data stays as it is).
 
     Returns:
         ``(targets (N,), probabilities (N, K))`` as numpy arrays.
@@ -216,9 +239,11 @@ def evaluate(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     all_targets: list[torch.Tensor] = []
     all_probs: list[torch.Tensor] = []
+    prepare = prepare or _to_device(device)
     with torch.no_grad():
-        for inputs, targets in loader:
-            inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
+        for step, batch in enumerate(loader):
+            inputs, targets = prepare(batch, step)
+            inputs = inputs.contiguous(memory_format=memory_format)
             views = list(_dihedral_views(inputs)) if tta else [inputs]
             probs = torch.zeros((), device=device)
             for view in views:
@@ -226,7 +251,7 @@ def evaluate(
                     logits = model(view)
                 probs = probs + logits.float().softmax(dim=1)
             all_probs.append((probs / len(views)).cpu())
-            all_targets.append(targets)
+            all_targets.append(targets.cpu())
     if not all_probs:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
     return torch.cat(all_targets).numpy().astype(np.int64), torch.cat(all_probs).numpy()
@@ -249,6 +274,8 @@ def fit(
     progress: ProgressCallback = ignore_progress,
     *,
     resume: bool = False,
+    cache_root: Path | None = None,
+    cache_store: ObjectStore | None = None,
 ) -> TrainResult:
     """Train a classifier on ``manifest``'s train split, validate on its val split, checkpoint to ``out``.
 
@@ -264,6 +291,9 @@ def fit(
         progress: called between steps and after each validation.
         resume: continue from ``out``'s ``checkpoint.pth`` (start afresh if there is none); a finished
             run returns its stored result without training again.
+        cache_root: where the decoded-image cache lives (default ``settings.cache_root``); see
+            :mod:`dermasynth.data.decoded_cache` and ``config.data_path``.
+        cache_store: an object store the decoded cache is fetched from and uploaded to (shared workers).
 
     Returns:
         The run's :class:`TrainResult`.
@@ -284,7 +314,7 @@ def fit(
             "the run's store already holds a training run (checkpoint.pth); resume it or choose another output"
         )
     with _algorithms(config.deterministic):
-        return _Run(config, manifest, out, ctx, state).fit(progress)
+        return _Run(config, manifest, out, ctx, state, cache_root, cache_store).fit(progress)
 
 
 @contextlib.contextmanager
@@ -322,6 +352,8 @@ class _Run:
         out: ObjectStore,
         ctx: DistributedContext,
         state: dict[str, Any] | None,
+        cache_root: Path | None = None,
+        cache_store: ObjectStore | None = None,
     ) -> None:
         self.config, self.manifest, self.out, self.ctx = config, manifest, out, ctx
         self.device = ctx.device
@@ -356,22 +388,43 @@ class _Run:
             manifest, self.train_records, self.preprocessing.train_transform(config.augment), self.classes
         )
         self.sampler = self._train_sampler()
-        cuda = self.device.type == "cuda"
-        self.loader = DataLoader(
-            self.train_set,
-            batch_size=config.batch_size,
-            sampler=self.sampler,
-            num_workers=config.num_workers,
-            pin_memory=cuda,
-            generator=self.generator,
-            drop_last=len(self.sampler) >= config.batch_size,
-        )
         val_set = ManifestDataset(
             manifest, self.val_records[ctx.rank :: ctx.world_size], self.preprocessing.eval_transform(), self.classes
         )
-        self.val_loader = DataLoader(
-            val_set, batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=cuda
-        )
+        drop_last = len(self.sampler) >= config.batch_size
+        self.cache = self._open_cache(cache_root, cache_store)
+        self.loader: Iterable[Any]
+        self.val_loader: Iterable[Any]
+        self.augment: BatchAugment | None = None
+        self.normalizer = self.preprocessing.pixel_normalizer().to(self.device)
+        if self.cache is not None:  # decoded once; augmented and normalized on the training device
+            augmented = config.augment.enabled
+            self.augment = BatchAugment(self.preprocessing, config.augment) if augmented else None
+            self.loader = CachedBatches(
+                self.cache,
+                self.train_records,
+                self.train_set.targets,
+                self.sampler,
+                config.batch_size,
+                drop_last=drop_last,
+                augmented=augmented,
+                device=self._resident_device(self.cache, augmented),
+            )
+            self.val_loader = EvalBatches(self.cache, val_set.records, val_set.targets, config.batch_size)
+        else:  # the per-image path: PIL decode and augmentation in loader processes
+            cuda = self.device.type == "cuda"
+            self.loader = DataLoader(
+                self.train_set,
+                batch_size=config.batch_size,
+                sampler=self.sampler,
+                num_workers=config.num_workers,
+                pin_memory=cuda,
+                generator=self.generator,
+                drop_last=drop_last,
+            )
+            self.val_loader = DataLoader(
+                val_set, batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=cuda
+            )
         weight = (
             class_weights(self.train_set.targets, len(self.classes)).to(self.device)
             if config.balance == "loss"
@@ -389,9 +442,72 @@ class _Run:
         self.history: list[EpochRecord] = []
         if state is not None:
             self._restore(state)
-        self.steps_per_epoch = min(len(self.loader), config.max_steps_per_epoch or len(self.loader))
+        batches = len(self.loader)
+        self.steps_per_epoch = min(batches, config.max_steps_per_epoch or batches)
 
     # -- setup -----------------------------------------------------------------------------------------
+    def _open_cache(self, cache_root: Path | None, cache_store: ObjectStore | None) -> DecodedImages | None:
+        """The decoded cache (rank 0 builds it, the others wait and open it), or None for the per-image path."""
+        config, ctx = self.config, self.ctx
+        if config.data_path == "per_image":
+            return None
+
+        def open_cache() -> DecodedImages | None:
+            return open_decoded_cache(
+                self.manifest,
+                self.preprocessing.image_size,
+                self.preprocessing.crop,
+                cache_root=cache_root,
+                store=cache_store,
+                progress=ctx.is_main,
+            )
+
+        cache = open_cache() if ctx.is_main else None
+        barrier(ctx)
+        if not ctx.is_main:
+            cache = open_cache()
+        if cache is None and config.data_path == "cache":
+            raise ValueError(
+                "data_path 'cache' asked for, but the decoded cache cannot be built here (see the log: disk "
+                "budget or free space); use data_path 'auto' or 'per_image'"
+            )
+        return cache
+
+    def _resident_device(self, cache: DecodedImages, augmented: bool) -> torch.device | None:
+        """A GPU with room to spare holds the whole cache, so batches never cross the PCIe bus."""
+        if self.device.type != "cuda":
+            return None
+        nbytes = (cache.train if augmented else cache.eval).nbytes
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.device if nbytes <= free // 4 else None
+
+    def _prepare(self, epoch: int) -> Prepare | None:
+        """Batch -> device tensors for the cached path: per-step seeded augmentation, or just normalization."""
+        if self.cache is None:
+            return None
+        device, seed, rank = self.device, self.config.seed, self.ctx.rank
+
+        def prepare(batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pixels, extents, targets = batch
+            pixels = pixels.to(device, non_blocking=True)
+            if self.augment is not None:
+                inputs = self.augment(pixels, extents, step_generator(seed, epoch, step, rank))
+            else:
+                inputs = self.normalizer(pixels)
+            return inputs, targets.to(device, non_blocking=True)
+
+        return prepare
+
+    def _prepare_eval(self) -> Prepare | None:
+        if self.cache is None:
+            return None
+
+        def prepare(batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            pixels, targets = batch
+            return self.normalizer(pixels.to(self.device, non_blocking=True)), targets
+
+        return prepare
+
     def _check_resumable(self, state: dict[str, Any]) -> None:
         stored = TrainConfig.model_validate(state["config"])
         mine, theirs = self.config.result_fields(), stored.result_fields()
@@ -492,6 +608,7 @@ class _Run:
                 max_steps=config.max_steps_per_epoch,
                 log_every=config.log_every,
                 on_step=on_step,
+                prepare=self._prepare(epoch),
             )
             record = self._validate(epoch, lr, stats, bool(frozen))
             self.history.append(record)
@@ -539,7 +656,12 @@ class _Run:
     def _validate(self, epoch: int, lr: float, stats: EpochStats, frozen: bool) -> EpochRecord:
         ctx = self.ctx
         targets, probs = evaluate(
-            self.model, self.val_loader, self.device, amp_dtype=self.amp_dtype, channels_last=self.config.channels_last
+            self.model,
+            self.val_loader,
+            self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.config.channels_last,
+            prepare=self._prepare_eval(),
         )
         parts = all_gather_objects(ctx, (targets, probs))
         targets = np.concatenate([t for t, _ in parts])
@@ -623,6 +745,7 @@ class _Run:
             device=str(self.device),
             amp_dtype=None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
             wall_s=seconds,
+            data_path="per_image" if self.cache is None else "cache",
         )
         if self.ctx.is_main:
             self.out.put_bytes(RESULT, result.model_dump_json(indent=2).encode(), content_type="application/json")

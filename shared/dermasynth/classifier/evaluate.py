@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from dermasynth.classifier.checkpoint import load_trained
 from dermasynth.classifier.engine import evaluate
-from dermasynth.data.dataset import ManifestDataset
+from dermasynth.data.dataset import EvalBatches, ManifestDataset
+from dermasynth.data.decoded_cache import open_decoded_cache
 from dermasynth.data.manifest import SPLITS, Manifest
 from dermasynth.metrics.classification import ClassificationMetrics, classification_metrics
 from dermasynth.metrics.figures import confusion_matrix_png, per_class_png
@@ -136,8 +137,20 @@ def evaluate_run(
         raise ValueError(f"split {split!r} holds no real or generated images to evaluate on")
     trained = load_trained(run, which, device=device)
     dataset = ManifestDataset(manifest, records, trained.preprocessing.eval_transform(), trained.classes)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    targets, probs = evaluate(trained.model, loader, trained.device, tta=tta)
+    pre = trained.preprocessing
+    cache = open_decoded_cache(manifest, pre.image_size, pre.crop, build=False)  # the one training left, if any
+    if cache is not None:  # the same pixels, without decoding them again
+        normalize = pre.pixel_normalizer().to(trained.device)
+        targets, probs = evaluate(
+            trained.model,
+            EvalBatches(cache, records, dataset.targets, batch_size),
+            trained.device,
+            tta=tta,
+            prepare=lambda batch, _: (normalize(batch[0].to(trained.device)), batch[1]),
+        )
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        targets, probs = evaluate(trained.model, loader, trained.device, tta=tta)
     metrics = classification_metrics(targets, probs, trained.classes, bootstrap=bootstrap, seed=seed)
     report = EvaluationReport(
         **metrics.model_dump(),

@@ -296,6 +296,7 @@ def open_decoded_cache(
     store: ObjectStore | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
+    build: bool = True,
 ) -> DecodedImages | None:
     """The decoded cache of every row of ``manifest`` at this geometry: reused, fetched, or built now.
 
@@ -306,6 +307,7 @@ def open_decoded_cache(
         store: an object store shared by workers: a missing cache is fetched from it, a built one uploaded.
         max_bytes: disk budget of one cache; default ``settings.decoded_cache_max_bytes``.
         progress: show a tqdm bar while decoding.
+        build: decode when no usable cache exists (locally or in ``store``); False: return None then.
 
     Returns:
         The opened cache, or None when it would exceed the disk budget or the free disk space (logged;
@@ -358,6 +360,8 @@ def open_decoded_cache(
                     shutil.rmtree(folder, ignore_errors=True)
         except OSError as exc:
             logger.warning("could not fetch the decoded cache %s from the object store (%s); decoding", key, exc)
+    if not build:
+        return None
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-build-", dir=root))
     try:
         meta = _build(manifest, records, geometry, staging, key, progress)

@@ -1,7 +1,9 @@
 """The real images a GAN learns from: the train split's non-synthetic rows, decoded once into memory.
 
 GAN datasets are small at GAN resolutions (HAM10000's 7,000 training images are 86 MB at 64 px as
-uint8), and keeping them in one tensor spares a data loader per step, which matters on a CPU.
+uint8), and keeping them in one tensor spares a data loader per step, which matters on a CPU. They
+come from the decoded-image cache (:mod:`dermasynth.data.decoded_cache`) the classifier shares, so a
+dataset is decoded once per geometry for training, GAN and evaluation alike.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from dermasynth.data.decoded_cache import open_decoded_cache
 from dermasynth.data.images import load_rgb
 from dermasynth.data.manifest import Manifest, Record
 from dermasynth.data.transforms import Preprocessing
@@ -72,8 +76,14 @@ def load_real_images(
     crop: Literal["center", "none"] = "center",
     *,
     max_workers: int | None = None,
+    use_cache: bool = True,
+    cache_root: Path | None = None,
 ) -> RealImages:
-    """Decode ``records`` at ``image_size`` (the project's resize and crop) into one uint8 tensor.
+    """``records`` at ``image_size`` (the project's resize and crop) as one uint8 tensor.
+
+    The pixels come from the manifest's decoded-image cache (built on first use, under ``cache_root``,
+    default ``settings.cache_root``); without it (``use_cache=False`` or over its disk budget) the
+    images are decoded here in ``max_workers`` threads. Both give the same pixels.
 
     Raises:
         ValueError: if a record's label is not among ``classes``.
@@ -82,6 +92,10 @@ def load_real_images(
     unknown = sorted({r.label for r in records} - index.keys())
     if unknown:
         raise ValueError(f"labels {unknown} are not among the classes {classes}")
+    labels = torch.tensor([index[r.label] for r in records], dtype=torch.long)
+    cache = open_decoded_cache(manifest, image_size, crop, cache_root=cache_root) if use_cache and records else None
+    if cache is not None:
+        return RealImages(cache.eval_pixels(cache.rows_of(records)), labels, list(classes), list(records))
     transform = gan_preprocessing(image_size, crop).eval_transform()
 
     def decode(record: Record) -> Tensor:
@@ -91,7 +105,6 @@ def load_real_images(
     with ThreadPoolExecutor(max_workers=max_workers or os.cpu_count() or 1) as pool:
         images = list(pool.map(decode, records))
     stacked = torch.stack(images) if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
-    labels = torch.tensor([index[r.label] for r in records], dtype=torch.long)
     return RealImages(stacked, labels, list(classes), list(records))
 
 

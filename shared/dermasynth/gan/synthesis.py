@@ -99,7 +99,15 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
     Raises:
         ValueError: if the plan names a class the train split does not hold, or the split is empty.
     """
-    have = manifest.class_counts("train")
+    return counts_for(manifest.class_counts("train"), plan)
+
+
+def counts_for(have: dict[str, int], plan: SynthesisPlan) -> dict[str, int]:
+    """:func:`plan_counts` from the train split's class counts alone (what a dataset's stats hold).
+
+    Raises:
+        ValueError: if the plan names a class ``have`` does not hold, or ``have`` is empty.
+    """
     if not have:
         raise ValueError("the manifest's train split is empty: nothing to balance")
     named = set(plan.classes or []) | set(plan.counts or {})

@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -257,6 +258,7 @@ def train_gan(
     progress: ProgressCallback = ignore_progress,
     *,
     resume: bool = False,
+    cache_root: Path | None = None,
 ) -> GanResult:
     """Train a class-conditional GAN on the real images of the manifest's train split.
 
@@ -268,6 +270,8 @@ def train_gan(
             the run once its state is checkpointed, and propagates.
         resume: continue the run saved in ``out`` (from its last checkpoint, with its options;
             ``steps`` and the intervals may change). A finished run is returned at once.
+        cache_root: where the decoded-image cache the real images come from lives (default
+            ``settings.cache_root``; shared with the classifier, see :mod:`dermasynth.data.decoded_cache`).
 
     Returns:
         The :class:`GanResult` also written to ``result.json``.
@@ -295,7 +299,7 @@ def train_gan(
     records, classes = training_records(manifest, config.classes)
     if saved is not None and saved["classes"] != classes:
         raise ValueError(f"the manifest's train classes {classes} differ from the run's {saved['classes']}")
-    real = load_real_images(manifest, records, classes, config.image_size, config.crop)
+    real = load_real_images(manifest, records, classes, config.image_size, config.crop, cache_root=cache_root)
     trainer = GanTrainer(config, len(classes))
     start, seconds, history = 0, 0.0, []
     if saved is not None:
