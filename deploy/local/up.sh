@@ -23,6 +23,7 @@ export DERMASYNTH_STORE_ROOT="$VAR/store"
 export DERMASYNTH_CACHE_ROOT="$VAR/cache"
 export DERMASYNTH_JOB_KEY_PREFIX=${DERMASYNTH_JOB_KEY_PREFIX:-dermasynth-demo}
 export DERMASYNTH_WORKER_METRICS_PORT=0
+export DERMASYNTH_GATEWAY_INTERNAL_PORT=${DERMASYNTH_GATEWAY_INTERNAL_PORT:-0}  # its /metrics port; 0: off (two stacks would share 9809)
 export DERMASYNTH_REDIS_URL=${DERMASYNTH_REDIS_URL:-redis://127.0.0.1:6379/0}
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
