@@ -203,13 +203,14 @@ class GatewayClient:
         return response
 
     # -- health --------------------------------------------------------------------------------------
-    def ready(self) -> dict[str, str]:
-        """The gateway's readiness checks (``GET /v1/health/ready``): backend name -> ``ok`` or the problem."""
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        """Whether the gateway's backends answer (``GET /v1/health/ready``), and each check's detail
+        (backend name -> ``ok`` or the problem; the gateway names them to admin keys only)."""
         response = self._send("GET", "/v1/health/ready")
         if response.status_code not in (200, 503):
             raise error_of(response)
-        checks = response.json().get("checks", {})
-        return {str(k): str(v) for k, v in checks.items()}
+        checks = response.json().get("checks") or {}
+        return response.status_code == 200, {str(k): str(v) for k, v in checks.items()}
 
     def openapi(self) -> dict[str, Any]:
         """The gateway's OpenAPI document (the web app builds its job forms from the request schemas)."""
