@@ -8,6 +8,7 @@
 #   DERMASYNTH_LOCAL_DIR    the folder (default var/demo)
 #   DERMASYNTH_UP_GATEWAY_PORT / DERMASYNTH_UP_WEB_PORT   ports (default 8080 / 8501, or free ones if taken)
 #   DERMASYNTH_REDIS_URL    a Redis to use (default: the local one, else a redis-server started here)
+#   DERMASYNTH_UP_OWNER     the owner (team) of the two keys it issues (default local)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -22,6 +23,7 @@ export DERMASYNTH_STORE_ROOT="$VAR/store"
 export DERMASYNTH_CACHE_ROOT="$VAR/cache"
 export DERMASYNTH_JOB_KEY_PREFIX=${DERMASYNTH_JOB_KEY_PREFIX:-dermasynth-demo}
 export DERMASYNTH_WORKER_METRICS_PORT=0
+export DERMASYNTH_GATEWAY_INTERNAL_PORT=${DERMASYNTH_GATEWAY_INTERNAL_PORT:-0}  # its /metrics port; 0: off (two stacks would share 9809)
 export DERMASYNTH_REDIS_URL=${DERMASYNTH_REDIS_URL:-redis://127.0.0.1:6379/0}
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
@@ -103,8 +105,11 @@ grep -q "tritonserver ready" "$VAR/triton.log" || fail "tritonserver did not sta
 for _ in $(seq 600); do answers "$WEB/_stcore/health" && break; sleep 0.5; done
 answers "$WEB/_stcore/health" || fail "the web app did not start; see $VAR/webapp.log"
 
-CLINICIAN_KEY=$(dermasynth keys create --name "local clinician" --scope clinician 2>/dev/null)
-ENGINEER_KEY=$(dermasynth keys create --name "local engineer" --scope engineer 2>/dev/null)
+OWNER=${DERMASYNTH_UP_OWNER:-local}
+CLINICIAN_KEY=$(dermasynth keys create --name "local clinician" --scope clinician --owner "$OWNER" 2>/dev/null) \
+  || fail "cannot issue the clinician key (dermasynth keys create)"
+ENGINEER_KEY=$(dermasynth keys create --name "local engineer" --scope engineer --scope deployer --owner "$OWNER" \
+  2>/dev/null) || fail "cannot issue the engineer key (dermasynth keys create)"
 trap - INT TERM
 
 cat <<EOF
@@ -113,9 +118,9 @@ DermaSynth is running (stop it with 'make down'):
   web app:         $WEB
   API docs:        $DERMASYNTH_GATEWAY_URL/docs
   clinician key:   $CLINICIAN_KEY
-  engineer key:    $ENGINEER_KEY
+  engineer key:    $ENGINEER_KEY   (engineer and deployer scopes)
   store and logs:  $VAR (worker.log, gateway.log, triton/tritonserver.log, webapp.log)
 Keys are per person: issue one for each colleague with
   DERMASYNTH_REDIS_URL=$DERMASYNTH_REDIS_URL DERMASYNTH_JOB_KEY_PREFIX=$DERMASYNTH_JOB_KEY_PREFIX \\
-    dermasynth keys create --name "Dr A. Jones" --scope clinician
+    dermasynth keys create --name "Dr A. Jones" --scope clinician --owner $OWNER
 EOF

@@ -138,13 +138,8 @@ def reason_text(result: ImagePrediction) -> str:
             )
         elif reason == "malignant_not_ruled_out":
             said.append(f"A malignant lesion ({MALIGNANT_NAMES}) cannot be ruled out.")
-        elif reason == "set_too_large":
-            names = prediction_set(result)
-            said.append(
-                f"Too many kinds of lesion remain possible ({', '.join(names)})."
-                if names
-                else "Too many kinds of lesion remain possible."
-            )
+        elif reason == "set_too_large":  # the set itself is listed once, on the card
+            said.append(f"{len(result.prediction_set) or 'Too many'} kinds of lesion remain possible.")
         elif reason == "low_confidence" and len(result.top_k) >= 2:
             first, second = result.top_k[0], result.top_k[1]
             said.append(f"The model cannot tell {first.name} from {second.name} with enough confidence.")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,6 +27,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dermasynth.auth import ApiKey
+from services.gateway.errors import problem_response
 
 
 class QueueLengthCollector(Collector):
@@ -137,13 +137,12 @@ def install_metrics(app: FastAPI, metrics: GatewayMetrics) -> None:
         """On the public port only for admin keys; Prometheus scrapes the internal port instead."""
         key = request.scope.get("state", {}).get("api_key")
         if not isinstance(key, ApiKey) or not key.admin:
-            return JSONResponse(
-                {
-                    "detail": "/metrics on this port needs an admin key; Prometheus scrapes the internal port "
-                    "(DERMASYNTH_GATEWAY_INTERNAL_PORT)",
-                    "reason": "forbidden",
-                },
-                status_code=403,
+            return problem_response(
+                403,
+                "forbidden",
+                "/metrics on this port needs an admin key; Prometheus scrapes the internal port "
+                "(DERMASYNTH_GATEWAY_INTERNAL_PORT)",
+                instance=request.url.path,
             )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

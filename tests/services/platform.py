@@ -60,9 +60,7 @@ class Platform:
             "DERMASYNTH_STORE_ROOT": str(self.root / "store"),
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
-            # the internal /metrics port is fixed (9809) by default: two gateways of one test (or of tests
-            # running side by side) would collide on it; test_security_edge serves it on a free port itself
-            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",  # gateways of parallel tests would share 9809
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE",

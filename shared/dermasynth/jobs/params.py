@@ -101,6 +101,12 @@ class SynthesisParams(BaseModel):
     @field_validator("plan")
     @classmethod
     def _plan_within_limits(cls, plan: SynthesisPlan) -> SynthesisPlan:
+        if plan.min_confidence is not None:
+            raise ValueError(
+                "plan.min_confidence (filtered synthesis) needs a filter classifier run, which a synthesis job "
+                "does not have: use an experiment arm with synthesis {min_confidence: P} or `dermasynth gan "
+                "sample --filter-run RUN_DIR --min-confidence P`"
+            )
         return _bounded_plan(plan)
 
 
@@ -148,6 +154,15 @@ class ExperimentParams(BaseModel):
             _api_weights(backbone, config.train.weights)
         _bounded_gan(config.gan)
         _bounded_plan(config.synthesis)
+        for arm in config.arms:  # issue 18: an arm may change the GAN and the plan
+            if arm.synthetic:
+                _bounded_gan(config.gan_config(arm))
+                _bounded_plan(config.synthesis_plan(arm))
+        if config.quality.inception_weights is not None:
+            raise ValueError(
+                "quality.inception_weights names a local file, which cannot be named over the API; the "
+                "worker's quality report then says the standard feature space was not measured"
+            )
         return config
 
 

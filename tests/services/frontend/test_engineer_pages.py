@@ -22,7 +22,7 @@ from tests.triton_fixtures import Served, copy_version
 
 @pytest.fixture(scope="module")
 def engineer_key(platform: ServingPlatform) -> str:
-    return platform.key(Scope.ENGINEER)
+    return platform.key(Scope.ENGINEER, Scope.DEPLOYER)
 
 
 @pytest.fixture(scope="module")
