@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean k8s-secrets
+.PHONY: setup demo up down test lint bench clean k8s-secrets
 
 setup: $(STAMP)
 
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/local/demo.sh
+
+up: setup  # the local stack, left running: Redis, worker, tritonserver, gateway, web app (prints URLs and keys)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/local/up.sh
+
+down:  # stops exactly what `make up` started
+	bash deploy/local/down.sh
 
 test: setup
 	$(PY) -m pytest

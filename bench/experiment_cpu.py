@@ -1,11 +1,12 @@
 """Does GAN augmentation help on the real HAM10000? The CPU experiment config, run and summarised.
 
-Runs ``configs/experiments/cpu-ham10000.yaml`` (resnet18 at 32 px; real, sampler, GAN, GAN + sampler;
-one 32 px GAN) on the 200x150 HAM10000 copy beside the repository, then prints per arm the overall
-figures and per-class F1 with 95% intervals, and for every comparison the verdict overall and per class.
+Runs ``configs/experiments/cpu-ham10000.yaml`` (resnet18 at 32 px; the sampler baseline and one arm per
+lever of issue 18, three seeds; one 32 px GAN) on the 200x150 HAM10000 copy beside the repository, then
+prints per arm the overall figures and per-class F1 with 95% intervals (seeds and test images
+resampled), every comparison's verdict, the per-rare-class answer and the GAN's cost per arm.
 The load average is printed before and after: on a shared CPU the times stretch with it.
 
-    python bench/experiment_cpu.py                         # about 33 minutes on an idle 2-core CPU
+    python bench/experiment_cpu.py                         # 49.5 min measured on 2 shared cores (load 6-13)
     python bench/experiment_cpu.py --out /tmp/e --resume   # continue an interrupted run
 Skips (exit 0) when ../shared/data/ham10000_200x150 is not there.
 """
@@ -31,7 +32,7 @@ from dermasynth.progress import Progress
 from dermasynth.storage import FilesystemStore
 
 ROOT = Path(__file__).resolve().parents[1]
-HAM10000 = ROOT.parent / "shared" / "data" / "ham10000_200x150"
+HAM10000 = Path(os.environ.get("DERMASYNTH_REAL_HAM10000", ROOT.parent / "shared" / "data" / "ham10000_200x150"))
 CONFIG = ROOT / "configs" / "experiments" / "cpu-ham10000.yaml"
 
 
@@ -104,6 +105,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config, source = read_experiment_file(args.config)
     assert source is not None, f"{args.config} names no data"
+    if source.import_from is not None and not source.import_from.is_dir():  # e.g. run from a git worktree
+        source = source.model_copy(update={"import_from": HAM10000})
     print(
         f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}  threads: {args.threads}  "
         f"torch {torch.__version__}",
@@ -135,6 +138,21 @@ def main() -> None:
             f"{run.epochs_run}, val balanced accuracy {run.best_val_balanced_accuracy:.3f}"
         )
     summarise(report)
+    print("\n== rare classes (" + report.rare_rule + ")")
+    for answer in report.rare_classes:
+        recall = answer.recall
+        shown = "n/a" if recall is None else f"{recall.difference:+.3f} [{recall.ci.low:+.3f}, {recall.ci.high:+.3f}]"
+        print(f"   {answer.label:6} {answer.arm:12} recall {shown}  -> {answer.answer} ({answer.reason})")
+    print("\n== GAN cost per synthetic arm (seconds)")
+    for arm, cost in report.costs.items():
+        print(
+            f"   {arm:12} GAN {cost.gan_seconds:7.0f}  quality {cost.quality_seconds:5.0f}  synthesis "
+            f"{cost.synthesis_seconds:5.0f}  filter classifier {cost.filter_seconds:5.0f}  "
+            f"total {cost.total_seconds:7.0f}"
+        )
+    print("\n== headline")
+    for line in report.headline:
+        print(f"   {line}")
     print(f"\nload average after: {os.getloadavg()}")
     print(f"report: {args.out / 'report' / 'report.md'}")
 

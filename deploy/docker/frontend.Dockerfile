@@ -17,7 +17,8 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 COPY services/frontend /app/frontend
 USER 10001:10001
-WORKDIR /home/dermasynth
+# started from its own folder, so that services/frontend/.streamlit/config.toml applies (toolbar in viewer mode)
+WORKDIR /app/frontend
 EXPOSE 8501
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=2)"

@@ -92,7 +92,7 @@ for _ in $(seq 300); do grep -q " ready." "$VAR/worker.log" && break; sleep 0.5;
 grep -q " ready." "$VAR/worker.log" || { echo "the worker did not start; see $VAR/worker.log"; exit 1; }
 
 echo "== 5. an engineer's API key"
-DERMASYNTH_API_KEY=$(dermasynth keys create --name demo --scope engineer 2>/dev/null)
+DERMASYNTH_API_KEY=$(dermasynth keys create --name demo --scope engineer --scope deployer --owner demo 2>/dev/null)
 export DERMASYNTH_API_KEY
 
 echo "== 6. upload the generated dataset through the API"
@@ -118,7 +118,7 @@ PY
 echo "== 9. export the trained model, deploy it on Triton, and ask for predictions as a clinician"
 for _ in $(seq 300); do grep -q "tritonserver ready" "$VAR/triton.log" && break; sleep 0.5; done
 grep -q "tritonserver ready" "$VAR/triton.log" || { echo "tritonserver did not start; see $VAR/triton.log"; exit 1; }
-CLINICIAN_KEY=$(dermasynth keys create --name demo-clinician --scope clinician 2>/dev/null)
+CLINICIAN_KEY=$(dermasynth keys create --name demo-clinician --scope clinician --owner demo 2>/dev/null)
 VERSION=$(dermasynth models export "$TRAINING" --name classifier)  # waits for the export, whether done at once or as a job
 dermasynth models deploy classifier "$VERSION"
 python - "$VAR/noise.png" <<'PY'
@@ -142,6 +142,7 @@ Where to look:
   checkpoints and result.json:        $VAR/store/runs/$TRAINING/
   the served model (Triton layout):   $VAR/store/models/classifier/ (config.pbtxt, 1/model.onnx, contract.json)
   the services' logs:                 $VAR/worker.log, $VAR/gateway.log, $VAR/triton/tritonserver.log
-While a stack runs, the API is documented at <gateway>/docs and 'dermasynth jobs list' shows the jobs;
-the clinicians' page is 'DERMASYNTH_GATEWAY_URL=<gateway> streamlit run services/frontend/app.py'.
+Next: 'make up' starts the same stack on these results and leaves it running: the web app (a page for
+clinicians, pages for engineers: datasets, jobs, GAN samples, experiments, models), the API docs, and a
+clinician and an engineer key; 'make down' stops it.
 EOF2

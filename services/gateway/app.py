@@ -21,9 +21,10 @@ from dermasynth.jobs.queues import QUEUES
 from dermasynth.logs import configure_logging
 from services.gateway.errors import install_error_handlers
 from services.gateway.inference import serve_inference
-from services.gateway.metrics import GatewayMetrics, install_metrics
+from services.gateway.metrics import GatewayMetrics, install_metrics, serve_internal_metrics
+from services.gateway.middleware import SecurityMiddleware
 from services.gateway.readiness import register_ready_check
-from services.gateway.routers import datasets, health, jobs, models, predictions
+from services.gateway.routers import audit, datasets, health, jobs, models, predictions
 from services.gateway.services import Services
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """DermaSynth's HTTP API: datasets, GAN synthesis, training, evaluation and experiment jobs.
 
 Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`), issued by an
-operator with `dermasynth keys create`. Engineer keys reach datasets and jobs; clinician keys reach
-predictions. Every error is RFC 9457 `application/problem+json`: `{"type", "title", "status",
-"detail", "reason", "instance"}`, `reason` a stable machine string (`type` is
+operator with `dermasynth keys create --owner TEAM`. Engineer keys reach their owner's datasets, jobs
+and models; deployer keys change which version is live; clinician keys reach predictions; admin keys
+reach everything and the audit trail. Every error is RFC 9457 `application/problem+json`: `{"type",
+"title", "status", "detail", "reason", "instance"}`, `reason` a stable machine string (`type` is
 `https://dermasynth.dev/problems/{reason}`). `POST /v1/jobs` and `POST /v1/datasets` take an
 `Idempotency-Key` header: a retried request gets the first answer back instead of a second job.
 
@@ -60,20 +62,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         built = Services.from_settings(settings)
         attach_services(app, built)
         logger.info("gateway ready: store=%s redis=%s", settings.store, settings.redis_url.rsplit("@", 1)[-1])
+        internal = serve_internal_metrics(app, settings.gateway_internal_port)
         try:
             async with serve_inference(app, settings, built.store):
                 yield
         finally:
+            if internal is not None:
+                internal.shutdown()
             built.close()
 
+    docs = settings.docs_enabled
     app = FastAPI(
         title="DermaSynth",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.ready_checks = {}
+    app.add_middleware(SecurityMiddleware)  # inside the metrics middleware: refused requests are counted too
     install_metrics(app, GatewayMetrics())
     install_error_handlers(app)
     app.include_router(health.router)
@@ -81,6 +90,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(predictions.router)
+    app.include_router(audit.router)
     if services is not None:
         attach_services(app, services)
     return app

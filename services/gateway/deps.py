@@ -16,13 +16,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from dermasynth.auth import ApiKey, KeyRejected, RedisApiKeyStore, Scope
+from dermasynth.auth import ApiKey, RedisApiKeyStore, Scope
 from dermasynth.config import Settings
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import RedisJobStore
 from dermasynth.jobs.queues import CeleryDispatcher
 from dermasynth.storage import ObjectStore
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.middleware import MISSING_KEY
 from services.gateway.services import Services
 
 
@@ -80,34 +81,29 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def authenticate(
-    keys: KeyStoreDep,
+async def authenticate(
+    request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
     header: Annotated[str | None, Security(_header)] = None,
 ) -> ApiKey:
-    """The caller's live API key, from ``Authorization: Bearer`` or ``X-API-Key``; 401 otherwise."""
-    token = bearer.credentials if bearer is not None else header
-    if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>' or "
-            "'X-API-Key: <key>' (operators issue keys with `dermasynth keys create`)",
-            _CHALLENGE,
-        )
-    try:
-        return keys.authenticate(token)
-    except KeyRejected as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"API key refused: {exc}", _CHALLENGE) from None
+    """The caller's live API key, checked by :class:`~services.gateway.middleware.SecurityMiddleware` before the
+    body was read (``Authorization: Bearer`` or ``X-API-Key``); 401 when there is none.
+
+    ``bearer`` and ``header`` are declared so that the OpenAPI schema shows both ways to send the key."""
+    key = request.scope.get("state", {}).get("api_key")
+    if not isinstance(key, ApiKey):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, MISSING_KEY, _CHALLENGE)
+    return key
 
 
 CallerDep = Annotated[ApiKey, Depends(authenticate)]
 
 
 def require_scope(scope: Scope) -> Callable[[ApiKey], Awaitable[ApiKey]]:
-    """A dependency that lets through keys holding ``scope`` (403 for other keys, 401 without a key)."""
+    """A dependency that lets through keys holding ``scope`` or ``admin`` (403 for other keys, 401 without one)."""
 
     async def check(key: CallerDep) -> ApiKey:
-        if scope not in key.scopes:
+        if scope not in key.scopes and Scope.ADMIN not in key.scopes:
             held = ", ".join(s.value for s in key.scopes)
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -121,3 +117,5 @@ def require_scope(scope: Scope) -> Callable[[ApiKey], Awaitable[ApiKey]]:
 
 EngineerKey = Annotated[ApiKey, Depends(require_scope(Scope.ENGINEER))]
 ClinicianKey = Annotated[ApiKey, Depends(require_scope(Scope.CLINICIAN))]
+DeployerKey = Annotated[ApiKey, Depends(require_scope(Scope.DEPLOYER))]
+AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.ADMIN))]

@@ -39,7 +39,7 @@ from dermasynth.data.formats import FormatError
 from dermasynth.data.manifest import ManifestError
 from dermasynth.data.uploads import NothingAccepted
 from dermasynth.jobs import InvalidTransition, JobNotFound
-from dermasynth.jobs.submission import QueueUnavailable, UnknownReference
+from dermasynth.jobs.submission import OverBudget, QueueUnavailable, QuotaExceeded, UnknownReference
 from dermasynth.storage import InvalidKey, ObjectNotFound
 
 logger = logging.getLogger(__name__)
@@ -202,6 +202,8 @@ async def _archive(request: Request, exc: Exception) -> JSONResponse:
     code = (
         status.HTTP_413_CONTENT_TOO_LARGE if exc.reason in _TOO_LARGE_REASONS else status.HTTP_422_UNPROCESSABLE_CONTENT
     )
+    if exc.reason == "forbidden_prefix":
+        code = status.HTTP_403_FORBIDDEN
     return _answer(request, code, exc.reason, str(exc))
 
 
@@ -209,6 +211,7 @@ _REASONS: dict[type[Exception], str] = {
     FormatError: "wrong_layout",
     ManifestError: "bad_manifest",
     UnknownReference: "unknown_reference",
+    OverBudget: "over_budget",
     InvalidKey: "invalid_path",
 }
 
@@ -237,6 +240,10 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         f"a backend service is unavailable: {exc}; try again shortly",
         headers={"Retry-After": "5"},
     )
+
+
+async def _quota(request: Request, exc: Exception) -> JSONResponse:
+    return _answer(request, status.HTTP_429_TOO_MANY_REQUESTS, "quota_exceeded", str(exc))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -302,8 +309,9 @@ def install_error_handlers(app: FastAPI) -> None:
         ((JobNotFound, DatasetNotFound, KeyNotFound, ObjectNotFound), _not_found),
         ((InvalidTransition,), _conflict),
         ((ArchiveRejected,), _archive),
-        ((FormatError, ManifestError, UnknownReference, InvalidKey), _unprocessable),
+        ((FormatError, ManifestError, UnknownReference, OverBudget, InvalidKey), _unprocessable),
         ((NothingAccepted,), _nothing_accepted),
+        ((QuotaExceeded,), _quota),
         ((redis.ConnectionError, redis.TimeoutError, OperationalError, QueueUnavailable), _unavailable),
         ((Exception,), _unexpected),
     ]

@@ -60,9 +60,11 @@ class Inference:
             registry,
             default_model=settings.serving_model,
             max_images=settings.max_prediction_images,
-            max_pixels=settings.max_image_pixels,
+            max_pixels=min(settings.max_prediction_image_pixels, settings.max_image_pixels),
             retention=retention,
             explainer=Explainer(registry.repository),
+            max_request_pixels=settings.max_prediction_request_pixels,
+            max_explained=settings.max_explained_images,
         )
         deployer = Deployer(
             registry, client, settle_s=settings.deploy_settle_s, instance_kind=settings.serving_instance_kind

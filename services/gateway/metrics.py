@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dermasynth.auth import ApiKey
+from services.gateway.errors import problem_response
 
 
 class QueueLengthCollector(Collector):
@@ -122,5 +133,27 @@ def install_metrics(app: FastAPI, metrics: GatewayMetrics) -> None:
     app.add_middleware(ObserveRequests, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        """On the public port only for admin keys; Prometheus scrapes the internal port instead."""
+        key = request.scope.get("state", {}).get("api_key")
+        if not isinstance(key, ApiKey) or not key.admin:
+            return problem_response(
+                403,
+                "forbidden",
+                "/metrics on this port needs an admin key; Prometheus scrapes the internal port "
+                "(DERMASYNTH_GATEWAY_INTERNAL_PORT)",
+                instance=request.url.path,
+            )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class InternalServer(Protocol):
+    def shutdown(self) -> None: ...
+
+
+def serve_internal_metrics(app: FastAPI, port: int) -> InternalServer | None:
+    """Serve the app's metrics on ``port`` (a port that is not exposed outside the cluster); None when 0."""
+    if port == 0:
+        return None
+    server, _ = start_http_server(port, registry=app.state.metrics.registry)
+    return server

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 
 from dermasynth.auth import RedisApiKeyStore
+from dermasynth.auth.audit import AuditLog
+from dermasynth.auth.limits import RateLimiter
 from dermasynth.config import Settings
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import RedisJobStore
@@ -25,6 +28,8 @@ class Services:
     store: ObjectStore
     registry: DatasetCatalog
     dispatcher: CeleryDispatcher
+    rate_limiter: RateLimiter
+    audit: AuditLog
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -41,6 +46,8 @@ class Services:
             store=store,
             registry=DatasetCatalog(store, settings.cache_root),
             dispatcher=CeleryDispatcher(make_celery(settings, "dermasynth-gateway")),
+            rate_limiter=RateLimiter(client, settings.job_key_prefix, settings.rate_limit_per_minute),
+            audit=AuditLog(client, settings.job_key_prefix, timedelta(days=settings.audit_retention_days)),
         )
 
     def close(self) -> None:

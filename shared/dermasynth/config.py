@@ -2,12 +2,17 @@
 
 Every process builds one :class:`Settings` through :func:`get_settings`. Variables use the
 ``DERMASYNTH_`` prefix (``DERMASYNTH_REDIS_URL``, ``DERMASYNTH_S3_ENDPOINT`` ...); a ``.env`` file in
-the working directory is read too. In ``production`` the defaults that are only safe on a laptop
-(the S3 secret, the API-key pepper) are refused.
+the working directory is read too. In ``production`` the values that are only safe on a laptop are
+refused (issue 12): secrets that are empty, placeholders or shorter than 32 random bytes (the API-key
+pepper, the S3 secret, the Redis password), the object store's root user, and a Redis URL without a
+password (``redis://:PASSWORD@redis:6379/0``).
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +23,57 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_S3_SECRET = "minioadmin"
 DEFAULT_KEY_PEPPER = "dermasynth-development-pepper"
+MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 128  # estimated from the secret's own character frequencies
+PLACEHOLDER_WORDS = (
+    "change",
+    "minioadmin",
+    "example",
+    "placeholder",
+    "password",
+    "passw0rd",
+    "secret",
+    "replace",
+    "default",
+    "dermasynth",
+    "insecure",
+    "xxxx",
+    "todo",
+    "pepper",
+)
+_ZLIB_OVERHEAD = 11
+ROOT_USERS = frozenset({"minioadmin", "root", "admin", "administrator"})
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` is not a production secret (empty, a placeholder, shorter than 32 random bytes), or None.
+
+    Randomness is estimated from the value's character frequencies (Shannon entropy times length) and how
+    far it compresses (a repeated pattern has little of either): a 32-byte
+    secret from ``openssl rand -hex 32`` or ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``
+    passes; ``aaaa...`` or a word repeated does not.
+    """
+    if not value.strip():
+        return "is empty"
+    lowered = value.lower()
+    word = next((w for w in PLACEHOLDER_WORDS if w in lowered), None)
+    if word is not None:
+        return f"looks like a placeholder (it contains {word!r})"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is {len(value.encode())} bytes long; at least {MIN_SECRET_BYTES} random bytes are needed"
+    counts = Counter(value)
+    shannon = -sum(n * math.log2(n / len(value)) for n in counts.values())
+    compressed = 8 * max(0, len(zlib.compress(value.encode(), 9)) - _ZLIB_OVERHEAD)  # catches repeated patterns
+    bits = min(shannon, compressed)
+    if bits < MIN_SECRET_BITS:
+        return f"is not random enough (about {bits:.0f} bits; at least {MIN_SECRET_BITS} are needed)"
+    return None
+
+
+def redis_password(url: str) -> str | None:
+    """The password in a ``redis://[user]:password@host:port/db`` URL, or None."""
+    password = urlsplit(url).password
+    return None if password is None else unquote(password)
 
 
 class Settings(BaseSettings):
@@ -43,6 +99,16 @@ class Settings(BaseSettings):
         "URLs, when services use another (s3_endpoint minio:9000 in compose)",
     )
     s3_public_secure: bool | None = Field(default=None, description="HTTPS at the public endpoint; None: as s3_secure")
+
+    # -- issue 12 (security): presigned URLs ---------------------------------------------------------
+    # Each service has its own object-store user (DERMASYNTH_S3_ACCESS_KEY / DERMASYNTH_S3_SECRET_KEY);
+    # production refuses the store's root user. URLs are signed with the service's own credentials.
+    artefact_url_ttl_s: int = Field(
+        default=300,
+        ge=10,
+        le=900,
+        description="lifetime of presigned artefact download URLs (short: they outlive a key's revocation)",
+    )
 
     # Broker and job state.
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -131,6 +197,20 @@ class Settings(BaseSettings):
         "deploy moved the live pointer (longer than the gateways' refresh)",
     )
 
+    # Web app (issue 16): the frontend reaches the gateway at ``gateway_url``; people sign in with their own key,
+    # or through Streamlit's OIDC login (an [auth] section in .streamlit/secrets.toml) with this service key.
+    frontend_service_key: SecretStr | None = Field(
+        default=None,
+        description="the web app's own key, used only behind an identity provider's sign-in "
+        "(the gateway is told whom it acts for); never shown in a page",
+    )
+    frontend_prediction_chunk: int = Field(
+        default=32,
+        gt=0,
+        le=1024,
+        description="images per prediction request the web app sends (at most the gateway's max_prediction_images)",
+    )
+
     # Issue 14: serving (ONNX on Triton, calibrated predictions).
     serving_instance_kind: Literal["cpu", "gpu"] = Field(
         default="cpu",
@@ -150,6 +230,31 @@ class Settings(BaseSettings):
         default=100, gt=1, description="zip-bomb guard: largest compression ratio of a member"
     )
 
+    # -- issue 12 (security): request budgets, rate limits, quotas, audit, internal endpoints ---------
+    max_json_body_bytes: int = Field(
+        default=256 * 1024, gt=0, description="largest body of a JSON request (jobs, register, deploy ...)"
+    )
+    max_prediction_body_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest body of POST /v1/predictions (all its images)"
+    )
+    max_prediction_image_pixels: int = Field(
+        default=25_000_000, gt=0, description="largest width*height of one image sent for prediction"
+    )
+    max_prediction_request_pixels: int = Field(
+        default=200_000_000, gt=0, description="pixel budget of one prediction request (all its images)"
+    )
+    max_explained_images: int = Field(default=4, ge=0, le=64, description="most images explained in one request")
+    rate_limit_per_minute: int = Field(default=600, ge=0, description="requests per API key per minute; 0: off")
+    max_active_jobs_per_owner: int = Field(default=20, ge=1, description="queued or running jobs per owner")
+    max_stored_bytes_per_owner: int = Field(
+        default=200 * 1024**3, gt=0, description="bytes of datasets an owner may keep in the store"
+    )
+    audit_retention_days: int = Field(default=365, ge=1, le=3650, description="how long audit entries are kept")
+    docs_enabled: bool = Field(default=True, description="serve /docs, /redoc and /openapi.json")
+    gateway_internal_port: int = Field(
+        default=9809, ge=0, le=65535, description="port of the gateway's /metrics (not exposed); 0: off"
+    )
+
     # --- issue 15: deployment (JSON logs, Triton's restricted model control, placeholder secrets) ---
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json (one object a line) for log collectors"
@@ -161,21 +266,24 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _refuse_default_secrets_in_production(self) -> Settings:
+    def _refuse_weak_secrets_in_production(self) -> Settings:
         if self.environment != "production":
             return self
-        insecure = []
-        if self.s3_secret_key.get_secret_value() == DEFAULT_S3_SECRET and self.store == "s3":
-            insecure.append("DERMASYNTH_S3_SECRET_KEY")
-        if self.api_key_pepper.get_secret_value() == DEFAULT_KEY_PEPPER:
-            insecure.append("DERMASYNTH_API_KEY_PEPPER")
-        if insecure:
-            raise ValueError("production refuses development defaults; set " + ", ".join(insecure) + " to real secrets")
-        placeholders = [name for name, value in self._deployed_secrets() if is_placeholder_secret(value)]
-        if placeholders:
+        problems = []
+        if self.store == "s3" and (self.s3_access_key.strip().lower() in ROOT_USERS or not self.s3_access_key.strip()):
+            problems.append(
+                f"DERMASYNTH_S3_ACCESS_KEY {self.s3_access_key!r} is the object store's root user or empty; "
+                "give each service its own least-privilege user"
+            )
+        if redis_password(self.redis_url) is None:
+            problems.append("DERMASYNTH_REDIS_URL has no password; use redis://:PASSWORD@host:6379/0 (or an ACL user)")
+        for name, value in self._deployed_secrets():
+            problem = secret_problem(value)
+            if problem is not None:
+                problems.append(f"{name} {problem}")
+        if problems:
             raise ValueError(
-                "production refuses placeholder secrets (empty, shorter than 16 characters, or an example value "
-                "such as change-me); set " + ", ".join(placeholders) + " to random values (openssl rand -hex 24)"
+                "production refuses insecure settings (make secrets with openssl rand -hex 32): " + "; ".join(problems)
             )
         return self
 

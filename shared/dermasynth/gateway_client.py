@@ -34,6 +34,7 @@ from dermasynth.jobs.schemas import Artefact, JobSubmission
 from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo, PredictionResponse
 
 API_KEY_HEADER = "X-API-Key"
+ON_BEHALF_OF_HEADER = "X-DermaSynth-On-Behalf-Of"
 ENV_GATEWAY_URL = "DERMASYNTH_GATEWAY_URL"
 ENV_API_KEY = "DERMASYNTH_API_KEY"
 DEFAULT_GATEWAY_URL: str = Settings.model_fields["gateway_url"].default
@@ -161,12 +162,15 @@ class GatewayClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        on_behalf_of: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         headers = {"User-Agent": f"dermasynth/{__version__}"}
         if api_key:
             headers[API_KEY_HEADER] = api_key
+        if on_behalf_of:  # a service key (the web app behind an identity provider) names the person it acts for
+            headers[ON_BEHALF_OF_HEADER] = on_behalf_of
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
 
     def close(self) -> None:
@@ -199,13 +203,29 @@ class GatewayClient:
         return response
 
     # -- health --------------------------------------------------------------------------------------
-    def ready(self) -> dict[str, str]:
-        """The gateway's readiness checks (``GET /v1/health/ready``): backend name -> ``ok`` or the problem."""
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        """Whether the gateway's backends answer (``GET /v1/health/ready``), and each check's detail
+        (backend name -> ``ok`` or the problem; the gateway names them to admin keys only)."""
         response = self._send("GET", "/v1/health/ready")
         if response.status_code not in (200, 503):
             raise error_of(response)
-        checks = response.json().get("checks", {})
-        return {str(k): str(v) for k, v in checks.items()}
+        checks = response.json().get("checks") or {}
+        return response.status_code == 200, {str(k): str(v) for k, v in checks.items()}
+
+    def openapi(self) -> dict[str, Any]:
+        """The gateway's OpenAPI document (the web app builds its job forms from the request schemas)."""
+        document: dict[str, Any] = self._call("GET", "/openapi.json").json()
+        return document
+
+    def check_clinician_key(self) -> None:
+        """Raise :class:`GatewayError` (401/403) unless the key may ask for predictions; costs no inference.
+
+        The gateway checks the key before it reads the request: an empty request answers 401/403 for a key
+        that may not predict, and 400/422 (no images) for one that may.
+        """
+        response = self._send("POST", "/v1/predictions")
+        if response.status_code not in (400, 422):
+            raise error_of(response)
 
     # -- datasets ------------------------------------------------------------------------------------
     def upload_dataset(
@@ -231,6 +251,24 @@ class GatewayClient:
     def _upload(self, handle: IO[bytes], filename: str, form: dict[str, str]) -> tuple[DatasetInfo, ImportReport]:
         response = self._call("POST", "/v1/datasets", data=form, files={"file": (filename, handle, "application/zip")})
         return _dataset_and_report(response)
+
+    def upload_archive(
+        self,
+        handle: IO[bytes],
+        filename: str,
+        name: str,
+        *,
+        size: int,
+        fmt: str = "auto",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[DatasetInfo, ImportReport]:
+        """Upload an open ``.zip`` of ``size`` bytes, calling ``on_progress(sent, size)`` as it is read."""
+        reader: Any = _ProgressReader(handle, size, on_progress) if on_progress else handle
+        return self._upload(reader, filename, {"name": name, "format": fmt})
+
+    def import_report(self, dataset_id: str) -> ImportReport:
+        """The per-file report of an uploaded or registered dataset (404 for one a job made)."""
+        return _parse(ImportReport, self._call("GET", f"/v1/datasets/{dataset_id}/report"))
 
     def register_dataset(self, prefix: str, name: str, **options: Any) -> tuple[DatasetInfo, ImportReport]:
         """Import a dataset that lies in the object store under ``prefix``."""
@@ -376,6 +414,19 @@ class GatewayClient:
         if response.status_code == 200 or (response.status_code == 422 and _has_results(response)):
             return _parse(PredictionResponse, response)
         raise error_of(response)
+
+
+class _ProgressReader:
+    """A file object that reports how many bytes httpx has read from it (upload progress)."""
+
+    def __init__(self, handle: IO[bytes], total: int, on_progress: Callable[[int, int], None]) -> None:
+        self.handle, self.total, self.on_progress, self.sent = handle, total, on_progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.sent += len(chunk)
+        self.on_progress(self.sent, self.total)
+        return chunk
 
 
 def _has_results(response: httpx.Response) -> bool:

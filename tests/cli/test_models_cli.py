@@ -1,4 +1,4 @@
-"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway process and tritonserver."""
+"""``dermasynth models ...`` and ``dermasynth predict`` through a real gateway, worker and tritonserver."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFa
     )
     try:
         deployment.start_gateway()
+        deployment.start_worker("models-cli", queues="default")  # exports run as worker jobs
         yield deployment
     finally:
         deployment.close()
 
 
-def _env(platform: ServingPlatform, scope: Scope) -> dict[str, str]:
-    return {"DERMASYNTH_GATEWAY_URL": platform.gateway_url, "DERMASYNTH_API_KEY": platform.key(scope), "COLUMNS": "300"}
+def _env(platform: ServingPlatform, *scopes: Scope) -> dict[str, str]:
+    key = platform.key(*scopes)
+    return {"DERMASYNTH_GATEWAY_URL": platform.gateway_url, "DERMASYNTH_API_KEY": key, "COLUMNS": "300"}
 
 
 def _succeeded_training_job(served: Served, platform: ServingPlatform, tmp_path: Path) -> str:
@@ -58,11 +60,12 @@ def _succeeded_training_job(served: Served, platform: ServingPlatform, tmp_path:
 def test_export_list_show_deploy_and_rollback_over_http(
     served: Served, platform: ServingPlatform, tmp_path: Path
 ) -> None:
-    env = _env(platform, Scope.ENGINEER)
+    env = _env(platform, Scope.ENGINEER, Scope.DEPLOYER)
     name = f"cli-{uuid.uuid4().hex[:6]}"
     job_id = _succeeded_training_job(served, platform, tmp_path)
-    exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)
+    exported = runner.invoke(app, ["models", "export", job_id, "--name", name], env=env)  # 202: follows the job
     assert exported.exit_code == 0, exported.output
+    assert "export queued as job" in exported.output and "succeeded" in exported.output
     assert exported.stdout.strip().splitlines()[-1] == "1"
 
     listed = runner.invoke(app, ["models", "list", name], env=env)
@@ -70,7 +73,7 @@ def test_export_list_show_deploy_and_rollback_over_http(
     versions = json.loads(runner.invoke(app, ["models", "list", name, "--json"], env=env).stdout)
     assert [(v["version"], v["lineage"]["job_id"], v["live"]) for v in versions] == [(1, job_id, False)]
     shown = runner.invoke(app, ["models", "show", name, "1"], env=env)
-    assert shown.exit_code == 0 and "abstains below p=0.5" in shown.stdout
+    assert shown.exit_code == 0 and "abstains above OOD score" in shown.stdout and "90% prediction sets" in shown.stdout
 
     nothing = runner.invoke(app, ["models", "rollback", name], env=env)
     assert nothing.exit_code == 1 and "no earlier live version" in nothing.output

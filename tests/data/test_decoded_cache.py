@@ -11,6 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from dermasynth.data import decoded_cache
+from dermasynth.data.dataset import CachedBatches
 from dermasynth.data.decoded_cache import META, cache_key, open_decoded_cache
 from dermasynth.data.demo import make_demo_dataset
 from dermasynth.data.images import load_rgb
@@ -121,3 +122,16 @@ def test_rows_of_unknown_record_names_it(manifest: Manifest, tmp_path: Path) -> 
     assert cache is not None
     with pytest.raises(KeyError, match=manifest.records[10].image):
         cache.rows_of([manifest.records[10]])
+
+
+def test_cached_batches_carry_each_images_loss_weight(manifest: Manifest, tmp_path: Path) -> None:
+    cache = open_decoded_cache(manifest, 24, cache_root=tmp_path, progress=False)
+    assert cache is not None
+    records = manifest.records[:10]
+    order = [3, 9, 0, 4, 4, 7]
+    weights = [float(i) for i in range(10)]  # each record's weight names it
+    batches = CachedBatches(cache, records, list(range(10)), order, 4, drop_last=False, weights=weights)
+    seen = [(batch[2].tolist(), batch[3].tolist()) for batch in batches]
+    assert seen == [([3, 9, 0, 4], [3.0, 9.0, 0.0, 4.0]), ([4, 7], [4.0, 7.0])]
+    plain = next(iter(CachedBatches(cache, records, list(range(10)), order, 4)))
+    assert len(plain) == 3  # without weights: (pixels, extents, targets)

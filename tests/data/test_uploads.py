@@ -84,11 +84,11 @@ def test_register_a_prefix_already_in_the_store(tmp_path: Path) -> None:
     registry = _registry(tmp_path)
     for label in ("bcc", "df"):
         for i in range(3):
-            registry.store.put_bytes(f"incoming/set1/{label}/{i}.jpg", jpeg((30 * i, 100, 50)))
-    info, report = ingest_store_prefix(registry, registry.store, "incoming/set1", name="set1", options=OPTIONS)
+            registry.store.put_bytes(f"incoming/default/set1/{label}/{i}.jpg", jpeg((30 * i, 100, 50)))
+    info, report = ingest_store_prefix(registry, registry.store, "incoming/default/set1", name="set1", options=OPTIONS)
     assert info.origin == "store" and report.accepted == 6 and info.stats.classes == {"bcc": 3, "df": 3}
     with pytest.raises(ArchiveRejected, match="nothing is stored"):
-        ingest_store_prefix(registry, registry.store, "incoming/none", name="x", options=OPTIONS)
+        ingest_store_prefix(registry, registry.store, "incoming/default/none", name="x", options=OPTIONS)
     small = IngestOptions(limits=ArchiveLimits(2, 1 << 20, 100))
     with pytest.raises(ArchiveRejected, match="more than the 2"):
-        ingest_store_prefix(registry, registry.store, "incoming/set1", name="x", options=small)
+        ingest_store_prefix(registry, registry.store, "incoming/default/set1", name="x", options=small)

@@ -77,7 +77,8 @@ def test_a_crippled_arm_is_flagged_and_reported(demo_dataset: Manifest, tmp_path
     for entry in report.comparisons:
         assert entry.comparison.overall["balanced_accuracy"].verdict == "better"
         assert entry.comparison.per_class["nv"]["recall"].verdict == "better"
-    assert written.headline[0].startswith("[vgg16] balanced accuracy: healthy better than crippled: +")
+    assert written.headline[0].startswith("only 2 seed(s) per arm")  # fewer than 3 seeds: said first
+    assert written.headline[1].startswith("[vgg16] balanced accuracy: healthy better than crippled: +")
     # the same error rate on both backbones: the backbones are not told apart
     assert {e.comparison.overall["balanced_accuracy"].verdict for e in report.backbone_comparisons} == {
         "cannot be told apart"

@@ -157,3 +157,71 @@ def test_the_default_feature_space_is_a_classifier_trained_once_on_real_images(
     assert (gan_dir / result_key).stat().st_mtime_ns == stamp  # cached, not trained again
     assert report.feature_space == space.description
     assert all(q.fid is not None and math.isfinite(q.fid) for q in report.classes.values())
+
+
+def _inception_file(path: Path) -> Path:
+    """A state_dict file of torchmetrics' FID Inception-v3 architecture with random weights (the real file
+    cannot be downloaded here): it exercises loading and the standard-space code path, not the figures."""
+    from torch import nn
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    skeleton = nn.Module()
+    parts = {
+        "Conv2d_1a_3x3": fe.BasicConv2d(3, 32, kernel_size=3, stride=2),
+        "Conv2d_2a_3x3": fe.BasicConv2d(32, 32, kernel_size=3),
+        "Conv2d_2b_3x3": fe.BasicConv2d(32, 64, kernel_size=3, padding=1),
+        "Conv2d_3b_1x1": fe.BasicConv2d(64, 80, kernel_size=1),
+        "Conv2d_4a_3x3": fe.BasicConv2d(80, 192, kernel_size=3),
+        "Mixed_5b": fe.InceptionA(192, pool_features=32),
+        "Mixed_5c": fe.InceptionA(256, pool_features=64),
+        "Mixed_5d": fe.InceptionA(288, pool_features=64),
+        "Mixed_6a": fe.InceptionB(288),
+        "Mixed_6b": fe.InceptionC(768, channels_7x7=128),
+        "Mixed_6c": fe.InceptionC(768, channels_7x7=160),
+        "Mixed_6d": fe.InceptionC(768, channels_7x7=160),
+        "Mixed_6e": fe.InceptionC(768, channels_7x7=192),
+        "Mixed_7a": fe.InceptionD(768),
+        "Mixed_7b": fe.InceptionE_1(1280),
+        "Mixed_7c": fe.InceptionE_2(2048),
+        "fc": nn.Linear(2048, 1008),
+    }
+    for name, module in parts.items():
+        skeleton.add_module(name, module)
+    torch.manual_seed(0)
+    for parameter in skeleton.parameters():  # BasicConv2d's batch norm: random but well-scaled weights
+        nn.init.normal_(parameter, std=0.05)
+    torch.save(skeleton.state_dict(), path)
+    return path
+
+
+def test_standard_feature_space_from_a_local_weights_file(
+    tiny_gan: Path, demo_dataset: Manifest, tmp_path: Path
+) -> None:
+    from dermasynth.gan.quality import STANDARD_UNAVAILABLE, standard_extractor
+
+    weights = _inception_file(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    extract, description = standard_extractor(weights)
+    features = extract(torch.rand(2, 3, 16, 16))
+    assert features.shape == (2, 2048) and "Inception-v3" in description and weights.name in description
+
+    gan = tmp_path / "gan"
+    shutil.copytree(tiny_gan, gan)
+    options = {"samples_per_class": 4, "max_real_per_class": 4, "seed": 0}
+    report = evaluate_gan(FilesystemStore(gan), demo_dataset, pooled_pixels, feature_space=POOLED, **options)
+    assert report.standard_feature_space == STANDARD_UNAVAILABLE and report.standard_weights is None
+    assert all(q.standard_fid is None for q in report.classes.values())
+    report = evaluate_gan(
+        FilesystemStore(gan), demo_dataset, pooled_pixels, feature_space=POOLED, standard_weights=weights, **options
+    )
+    assert report.standard_weights == str(weights) and report.standard_feature_space == description
+    assert all(q.standard_fid is not None and q.standard_kid_mean is not None for q in report.classes.values())
+    assert report.mean_standard_fid is not None
+    stored = json.loads((gan / "gan_report.json").read_text())
+    assert stored["standard_feature_space"] == description
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        standard_extractor(tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"not": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="could not be loaded"):
+        standard_extractor(bad)

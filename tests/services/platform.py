@@ -60,6 +60,7 @@ class Platform:
             "DERMASYNTH_STORE_ROOT": str(self.root / "store"),
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",  # gateways of parallel tests would share 9809
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE",
@@ -76,6 +77,7 @@ class Platform:
             api_key_pepper=PEPPER,
             environment="test",
             worker_metrics_port=0,
+            gateway_internal_port=0,
         )
 
     def key(self, *scopes: Scope) -> str:

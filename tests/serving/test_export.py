@@ -116,7 +116,7 @@ def test_cam_only_where_the_head_is_global_pooling_and_one_linear(name: str, siz
 def test_cam_output_equals_grad_cam_of_the_last_convolution(tmp_path: Path) -> None:
     """The ONNX graph's CAM, normalized as grad-cam normalizes, equals grad-cam's Grad-CAM of layer4."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(num_classes=7).eval()  # bottleneck blocks: 2048 channels, 3x3 at 96 px
+    model = torchvision.models.resnet18(num_classes=7).eval()  # layer4: 512 channels, 3x3 at 96 px
     with torch.no_grad():  # random BN statistics give every channel a different scale, as a trained net has
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

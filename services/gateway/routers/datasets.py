@@ -9,12 +9,15 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, stat
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from dermasynth.auth import ApiKey
 from dermasynth.config import Settings
 from dermasynth.data.archives import ArchiveLimits
+from dermasynth.data.catalog import DatasetCatalog, DatasetNotFound
 from dermasynth.data.importer import REPORT_NAME
 from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.data.splits import SplitFractions
-from dermasynth.data.uploads import IngestOptions, ingest_archive, ingest_store_prefix
+from dermasynth.data.uploads import INCOMING_PREFIX, IngestOptions, ingest_archive, ingest_store_prefix
+from dermasynth.jobs.submission import QuotaExceeded
 from dermasynth.storage import ObjectNotFound
 from services.gateway.deps import EngineerKey, RegistryDep, SettingsDep, StoreDep
 from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
@@ -44,7 +47,10 @@ class RegisterRequest(BaseModel):
     """A dataset that already lies in the object store, in any supported layout."""
 
     prefix: str = Field(
-        min_length=1, max_length=500, description="store prefix holding the dataset, e.g. 'incoming/ham10000'"
+        min_length=1,
+        max_length=500,
+        description=f"store prefix holding the dataset, under the owner's own '{INCOMING_PREFIX}/{{owner}}/', "
+        f"e.g. '{INCOMING_PREFIX}/derm-lab/ham10000'",
     )
     name: str = Field(min_length=1, max_length=100)
     format: Format = "auto"
@@ -53,7 +59,24 @@ class RegisterRequest(BaseModel):
     test_frac: float = Field(default=0.15, ge=0, le=0.5)
 
 
-def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac: float) -> IngestOptions:
+def owned_dataset(registry: DatasetCatalog, dataset_id: str, key: ApiKey) -> DatasetInfo:
+    """The dataset, if the key's owner (or an admin) may see it; another owner's is reported missing (404)."""
+    info = registry.get(dataset_id)
+    if not key.may_see(info.owner):
+        raise DatasetNotFound(dataset_id)
+    return info
+
+
+def _check_storage_quota(registry: DatasetCatalog, settings: Settings, owner: str, incoming: int) -> None:
+    used = registry.stored_bytes(owner)
+    if used + incoming > settings.max_stored_bytes_per_owner:
+        raise QuotaExceeded(
+            f"owner {owner!r} keeps {used} bytes of datasets; {incoming} more would pass its quota of "
+            f"{settings.max_stored_bytes_per_owner} (DERMASYNTH_MAX_STORED_BYTES_PER_OWNER)"
+        )
+
+
+def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac: float, owner: str) -> IngestOptions:
     try:
         fractions = SplitFractions(train=1 - val_frac - test_frac, val=val_frac, test=test_frac)
     except ValidationError as exc:
@@ -66,6 +89,7 @@ def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac
         seed=seed,
         fractions=fractions,
         max_pixels=settings.max_image_pixels,
+        owner=owner,
         limits=ArchiveLimits(settings.max_upload_files, settings.max_upload_expanded_bytes, settings.max_upload_ratio),
     )
 
@@ -93,12 +117,13 @@ def upload_dataset(
     """Every file is decoded and checked; accepted images are stored without metadata; the report lists
     every rejected file with its reason. Nothing is stored unless the whole upload succeeds. With an
     ``Idempotency-Key``, a retry returns this same dataset instead of storing another."""
-    options = _options(settings, format, seed, val_frac, test_frac)
+    options = _options(settings, format, seed, val_frac, test_frac, key.owner)
     form = json.dumps([name, format, seed, val_frac, test_frac])
     print_ = fingerprint(form, stream=file.file) if idempotency_key is not None else ""
     with idempotency.once(idempotency_key, key.id, "datasets", print_) as slot:
         if slot.replay is not None:
             return slot.replay
+        _check_storage_quota(registry, settings, key.owner, file.size or 0)
         info, report = ingest_archive(registry, file.file, name=name, options=options)
         created = DatasetCreated(dataset=info, report=report)
         slot.save(status.HTTP_201_CREATED, created.model_dump_json())
@@ -113,16 +138,20 @@ def upload_dataset(
     summary="Import a dataset already in the object store under a prefix",
 )
 def register_dataset(
-    _: EngineerKey, registry: RegistryDep, store: StoreDep, settings: SettingsDep, body: RegisterRequest
+    key: EngineerKey, registry: RegistryDep, store: StoreDep, settings: SettingsDep, body: RegisterRequest
 ) -> DatasetCreated:
-    options = _options(settings, body.format, body.seed, body.val_frac, body.test_frac)
+    """Only a folder under the owner's own ``incoming/{owner}/`` prefix; its sizes are checked before anything
+    is downloaded."""
+    options = _options(settings, body.format, body.seed, body.val_frac, body.test_frac, key.owner)
+    _check_storage_quota(registry, settings, key.owner, 0)
     info, report = ingest_store_prefix(registry, store, body.prefix, name=body.name, options=options)
     return DatasetCreated(dataset=info, report=report)
 
 
 @router.get("", response_model=list[DatasetInfo], summary="All datasets, newest first")
-def list_datasets(_: EngineerKey, registry: RegistryDep) -> list[DatasetInfo]:
-    return registry.list()
+def list_datasets(key: EngineerKey, registry: RegistryDep) -> list[DatasetInfo]:
+    """The key's owner's datasets (read through the owner's index); every owner's for admin keys."""
+    return registry.list(None if key.admin else key.owner)
 
 
 @router.get(
@@ -131,8 +160,8 @@ def list_datasets(_: EngineerKey, registry: RegistryDep) -> list[DatasetInfo]:
     responses={404: {"description": "no such dataset"}},
     summary="One dataset with its class, split and source distribution",
 )
-def get_dataset(_: EngineerKey, registry: RegistryDep, dataset_id: DatasetIdPath) -> DatasetInfo:
-    return registry.get(dataset_id)
+def get_dataset(key: EngineerKey, registry: RegistryDep, dataset_id: DatasetIdPath) -> DatasetInfo:
+    return owned_dataset(registry, dataset_id, key)
 
 
 @router.get(
@@ -142,9 +171,9 @@ def get_dataset(_: EngineerKey, registry: RegistryDep, dataset_id: DatasetIdPath
     summary="The per-file import report of an uploaded or registered dataset",
 )
 def get_import_report(
-    _: EngineerKey, registry: RegistryDep, store: StoreDep, dataset_id: DatasetIdPath
+    key: EngineerKey, registry: RegistryDep, store: StoreDep, dataset_id: DatasetIdPath
 ) -> ImportReport:
-    registry.get(dataset_id)
+    owned_dataset(registry, dataset_id, key)
     try:
         return ImportReport.model_validate_json(store.get_bytes(f"{registry.prefix(dataset_id)}/{REPORT_NAME}"))
     except ObjectNotFound:

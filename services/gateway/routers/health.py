@@ -7,8 +7,9 @@ from typing import Literal
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from dermasynth.auth import ApiKey
 from services.gateway.readiness import ready_checks
 
 router = APIRouter(prefix="/v1/health", tags=["health"])
@@ -22,7 +23,9 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "unready"]
-    checks: dict[str, str]
+    checks: dict[str, str] = Field(
+        default_factory=dict, description="each backend's state; only for admin keys (errors name hosts)"
+    )
 
 
 @router.get("/live", response_model=Liveness, summary="The gateway process answers")
@@ -33,7 +36,7 @@ def live() -> Liveness:
 @router.get(
     "/ready",
     response_model=Readiness,
-    summary="Redis, the object store (and Triton, once added) answer",
+    summary="Redis, the object store and Triton answer (each check's detail for admin keys only)",
     responses={503: {"model": Readiness, "description": "a backend does not answer"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -48,5 +51,7 @@ async def ready(request: Request) -> JSONResponse:
         except Exception as exc:  # any failure of a backend means: not ready, and why
             results[name] = f"{type(exc).__name__}: {exc}"
     healthy = all(result == "ok" for result in results.values())
-    body = Readiness(status="ready" if healthy else "unready", checks=results)
+    key = request.scope.get("state", {}).get("api_key")
+    detail = isinstance(key, ApiKey) and key.admin
+    body = Readiness(status="ready" if healthy else "unready", checks=results if detail else {})
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

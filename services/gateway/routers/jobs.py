@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,12 +14,22 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from dermasynth.jobs import JobKind, JobPage, JobRecord, JobState, LogPage, run_prefix
+from dermasynth.auth import ApiKey
+from dermasynth.jobs import JobKind, JobNotFound, JobPage, JobRecord, JobState, LogPage, run_prefix
 from dermasynth.jobs.params import JobRequest
 from dermasynth.jobs.schemas import Artefact
+from dermasynth.jobs.store import RedisJobStore
 from dermasynth.jobs.submission import cancel_job, list_artefacts, submit_job
 from dermasynth.storage import check_key
-from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep, StoreDep
+from services.gateway.deps import (
+    DispatcherDep,
+    EngineerKey,
+    JobStoreDep,
+    MetricsDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+)
 from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,7 +41,15 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 }
 IN_MEMORY_LIMIT = 32 * 1024 * 1024
 """Artefacts up to this size are answered from memory; larger ones are spooled to disk and streamed."""
-_FOUND: dict[int | str, dict[str, Any]] = {**_AUTH, 404: {"description": "no such job"}}
+_FOUND: dict[int | str, dict[str, Any]] = {**_AUTH, 404: {"description": "no such job (or another owner's)"}}
+
+
+def owned_job(jobs: RedisJobStore, job_id: str, key: ApiKey) -> JobRecord:
+    """The job, if the key's owner (or an admin) may see it; another owner's job is reported missing (404)."""
+    record = jobs.get(job_id)
+    if not key.may_see(record.owner):
+        raise JobNotFound(job_id)
+    return record
 
 
 @router.post(
@@ -51,18 +70,28 @@ def create_job(
     dispatcher: DispatcherDep,
     registry: RegistryDep,
     metrics: MetricsDep,
+    settings: SettingsDep,
     idempotency: IdempotencyDep,
     request: Annotated[JobRequest, Body()],
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobRecord | JSONResponse:
-    """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress. With an
-    ``Idempotency-Key``, a retry returns this same job instead of queueing another."""
+    """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress. The job belongs to
+    the key's owner; it may name only that owner's datasets and jobs. With an ``Idempotency-Key``, a retry
+    returns this same job instead of queueing another."""
     with idempotency.once(idempotency_key, key.id, "jobs", fingerprint(request.model_dump_json())) as slot:
         if slot.replay is not None:
             return slot.replay
         record = submit_job(
-            request.kind, request.params, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=registry
+            request.kind,
+            request.params,
+            owner=key.owner,
+            key_id=key.id,
+            admin=key.admin,
+            jobs=jobs,
+            dispatcher=dispatcher,
+            registry=registry,
+            max_active=settings.max_active_jobs_per_owner,
         )
         metrics.jobs_submitted.labels(record.kind.value).inc()
         response.headers["Location"] = f"/v1/jobs/{record.id}"
@@ -72,14 +101,15 @@ def create_job(
 
 @router.get("", response_model=JobPage, responses=_AUTH, summary="Jobs, newest first, filtered by state and kind")
 def list_jobs(
-    _: EngineerKey,
+    key: EngineerKey,
     jobs: JobStoreDep,
     state: JobState | None = None,
     kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:
-    return jobs.list(state=state, kind=kind, limit=limit, offset=offset)
+    """The key's owner's jobs (every owner's for admin keys), paged through the owner's index."""
+    return jobs.list(state=state, kind=kind, limit=limit, offset=offset, owner=None if key.admin else key.owner)
 
 
 @router.get(
@@ -88,8 +118,8 @@ def list_jobs(
     responses=_FOUND,
     summary="A job: state, progress (phase, epoch, step, metrics so far, ETA), error, results",
 )
-def get_job(_: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath) -> JobRecord:
-    return jobs.get(job_id)
+def get_job(key: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath) -> JobRecord:
+    return owned_job(jobs, job_id, key)
 
 
 @router.post(
@@ -99,7 +129,8 @@ def get_job(_: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath) -> JobRecord:
     responses={**_FOUND, 409: {"description": "the job has already finished"}},
     summary="Cancel a job; a running one stops at its next step and keeps its last checkpoint",
 )
-def cancel(_: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, job_id: JobIdPath) -> JobRecord:
+def cancel(key: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, job_id: JobIdPath) -> JobRecord:
+    owned_job(jobs, job_id, key)
     return cancel_job(job_id, jobs, dispatcher)
 
 
@@ -107,8 +138,9 @@ def cancel(_: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, job_id:
     "/{job_id}/logs", response_model=LogPage, responses=_FOUND, summary="A job's log lines from line `since` on"
 )
 def logs(
-    _: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath, since: Annotated[int, Query(ge=0, le=2**53)] = 0
+    key: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath, since: Annotated[int, Query(ge=0, le=2**53)] = 0
 ) -> LogPage:
+    owned_job(jobs, job_id, key)
     return jobs.logs(job_id, since)
 
 
@@ -118,9 +150,11 @@ def logs(
     responses=_FOUND,
     summary="The job's output files (checkpoints, metrics, figures, reports)",
 )
-def artefacts(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath) -> list[Artefact]:
-    jobs.get(job_id)
-    return list_artefacts(store, job_id)
+def artefacts(
+    key: EngineerKey, jobs: JobStoreDep, store: StoreDep, settings: SettingsDep, job_id: JobIdPath
+) -> list[Artefact]:
+    owned_job(jobs, job_id, key)
+    return list_artefacts(store, job_id, url_expiry=timedelta(seconds=settings.artefact_url_ttl_s))
 
 
 @router.get(
@@ -133,8 +167,10 @@ def artefacts(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdP
     },
     summary="Download one output file of a job",
 )
-def download_artefact(_: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath, path: str) -> Response:
-    jobs.get(job_id)
+def download_artefact(
+    caller: EngineerKey, jobs: JobStoreDep, store: StoreDep, job_id: JobIdPath, path: str
+) -> Response:
+    owned_job(jobs, job_id, caller)
     key = check_key(f"{run_prefix(job_id)}/{path}")
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if store.size(key) <= IN_MEMORY_LIMIT:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dermasynth.auth import ApiKey
 from dermasynth.jobs import JobKind, JobState
 from dermasynth.jobs.params import ExportParams
 from dermasynth.jobs.submission import submit_job
@@ -24,7 +25,7 @@ from dermasynth.serving.inference_client import InferenceUnavailable
 from dermasynth.serving.model_repository import BatchingChanges, BatchingOptions
 from dermasynth.serving.registry import DeploymentError, UnknownModel
 from dermasynth.serving.schemas import LiveModel, ModelDetail, ModelVersionInfo
-from services.gateway.deps import DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep
+from services.gateway.deps import DeployerKey, DispatcherDep, EngineerKey, JobStoreDep, MetricsDep, RegistryDep
 from services.gateway.errors import problem_response
 from services.gateway.inference import Inference, InferenceDep
 
@@ -72,17 +73,29 @@ def _error(code: int, detail: str, reason: str) -> JSONResponse:
     return problem_response(code, reason, detail)
 
 
+def _not_found(name: str) -> JSONResponse:
+    return _error(status.HTTP_404_NOT_FOUND, f"no model {name!r} is registered", "not_found")
+
+
+async def _visible(inference: Inference, name: str, key: ApiKey) -> bool:
+    """Whether model ``name`` exists and the key's owner (or an admin) may see it."""
+    owner = await asyncio.to_thread(inference.registry.owner, name)
+    return owner is not None and key.may_see(owner)
+
+
 @router.get("", response_model=list[LiveModel], responses=_ERRORS, summary="Models and their live versions")
-async def list_models(_: EngineerKey, inference: InferenceDep) -> list[LiveModel]:
+async def list_models(key: EngineerKey, inference: InferenceDep) -> list[LiveModel]:
     names = await asyncio.to_thread(inference.registry.names)
-    return [await asyncio.to_thread(inference.registry.live, name) for name in names]
+    return [
+        await asyncio.to_thread(inference.registry.live, name) for name in names if await _visible(inference, name, key)
+    ]
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=_ERRORS, summary="A model's versions and live version")
-async def get_model(_: EngineerKey, inference: InferenceDep, name: ModelName) -> ModelDetail | JSONResponse:
+async def get_model(key: EngineerKey, inference: InferenceDep, name: ModelName) -> ModelDetail | JSONResponse:
     versions = await asyncio.to_thread(inference.registry.versions, name)
-    if not versions:
-        return _error(status.HTTP_404_NOT_FOUND, f"no model {name!r} is registered", "not_found")
+    if not versions or not key.may_see(versions[0].owner):
+        return _not_found(name)
     return ModelDetail(live=await asyncio.to_thread(inference.registry.live, name), versions=versions)
 
 
@@ -93,8 +106,10 @@ async def get_model(_: EngineerKey, inference: InferenceDep, name: ModelName) ->
     summary="One version with its lineage (run, dataset, metrics)",
 )
 async def get_version(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
+    key: EngineerKey, inference: InferenceDep, name: ModelName, version: Annotated[int, Path(ge=1)]
 ) -> ModelVersionInfo | JSONResponse:
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     try:
         return await asyncio.to_thread(inference.registry.version, name, version)
     except UnknownModel as exc:
@@ -114,6 +129,7 @@ async def get_version(
 )
 def export_model(
     key: EngineerKey,
+    inference: InferenceDep,
     jobs: JobStoreDep,
     datasets: RegistryDep,
     dispatcher: DispatcherDep,
@@ -122,6 +138,11 @@ def export_model(
     response: Response,
 ) -> ExportAccepted | JSONResponse:
     record = jobs.get(request.training_job_id)
+    if not key.may_see(record.owner):
+        return _error(status.HTTP_404_NOT_FOUND, f"no job with id {record.id!r}", "not_found")
+    owner = inference.registry.owner(request.name)
+    if owner is not None and owner != key.owner and not key.admin:
+        return _not_found(request.name)  # another owner's model: not even its name is confirmed
     if record.kind != JobKind.TRAINING or record.state != JobState.SUCCEEDED:
         return _error(
             status.HTTP_409_CONFLICT,
@@ -129,7 +150,16 @@ def export_model(
             "only a succeeded training job can be exported",
             "not_exportable",
         )
-    job = submit_job(JobKind.EXPORT, request, owner=key.id, jobs=jobs, dispatcher=dispatcher, registry=datasets)
+    job = submit_job(
+        JobKind.EXPORT,
+        request,
+        owner=record.owner,
+        key_id=key.id,
+        admin=key.admin,
+        jobs=jobs,
+        dispatcher=dispatcher,
+        registry=datasets,
+    )
     metrics.jobs_submitted.labels(job.kind.value).inc()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return ExportAccepted(job_id=job.id, state=job.state, job_url=f"/v1/jobs/{job.id}")
@@ -146,8 +176,11 @@ def export_model(
     summary="Make a version live; requests keep being answered during the switch",
 )
 async def deploy(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
+    key: DeployerKey, inference: InferenceDep, name: ModelName, request: DeployRequest
 ) -> LiveModel | JSONResponse:
+    """Needs the deployer (or admin) scope: the live version is what clinicians are answered with."""
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     options = None
     if request.batching is not None:
         current = await asyncio.to_thread(inference.registry.serving_options, name)
@@ -166,8 +199,11 @@ async def deploy(
     summary="Make the previously live version (or a given one) live again",
 )
 async def rollback(
-    _: EngineerKey, inference: InferenceDep, name: ModelName, request: RollbackRequest
+    key: DeployerKey, inference: InferenceDep, name: ModelName, request: RollbackRequest
 ) -> LiveModel | JSONResponse:
+    """Needs the deployer (or admin) scope."""
+    if not await _visible(inference, name, key):
+        return _not_found(name)
     return await _switch(inference, name, request.version, None, rollback=True)
 
 

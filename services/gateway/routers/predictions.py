@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Query, Request, UploadFile, status
 from fastapi.responses import JSONResponse, Response
 
 from dermasynth.serving.inference_client import InferenceFailed, InferenceUnavailable
@@ -50,6 +50,7 @@ def _error(code: int, detail: str, reason: str) -> JSONResponse:
 async def predict(
     _: ClinicianKey,
     inference: InferenceDep,
+    http: Request,
     images: Annotated[list[UploadFile], File(description="one or more images (JPEG, PNG, BMP, TIFF, WebP)")],
     top_k: Annotated[int, Query(ge=1, le=20, description="how many classes to list per image")] = 3,
     explain: Annotated[bool, Query(description="add a Grad-CAM heat map (PNG, base64) per image")] = False,
@@ -79,6 +80,8 @@ async def predict(
         )
     except InferenceFailed as exc:
         return _error(status.HTTP_502_BAD_GATEWAY, str(exc), "inference_failed")
+    # the audit trail gets the model version and the number of images, never their content
+    http.state.audit = {"model": response.model, "model_version": response.model_version, "images": len(uploads)}
     if not response.succeeded:  # a problem, with the per-image results as extension members
         reasons = "; ".join(f"{r.file}: {r.detail}" for r in response.results[:5] if isinstance(r, ImageError))
         return problem_response(

@@ -20,7 +20,7 @@ from dermasynth.serving.export import export_trained
 from dermasynth.serving.registry import ModelRegistry
 from dermasynth.serving.schemas import ModelLineage, ModelVersionInfo
 from dermasynth.storage import PrefixedStore
-from services.worker.celery_app import app
+from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 
 
@@ -77,11 +77,11 @@ def export(ctx: JobContext) -> dict[str, Any]:
         export_job_id=ctx.record.id,
         metrics=metrics,
     )
-    info = registry.register(params.name, exported, lineage)
+    info = registry.register(params.name, exported, lineage, owner=ctx.record.owner)
     return _summary(info, ctx.record.id)
 
 
-@app.task(bind=True, name=TASK_NAMES[JobKind.EXPORT], max_retries=None)
+@app.task(name=TASK_NAMES[JobKind.EXPORT], **JOB_TASK_OPTIONS)
 def export_model(self: Task, job_id: str) -> None:
     """Run export job ``job_id``."""
     run_job(self, job_id, export)

@@ -43,6 +43,7 @@ def synthesis(ctx: JobContext) -> dict[str, Any]:
             dataset_id=synthesized_dataset_id(ctx.record.id),
             job_id=ctx.record.id,
             parent_id=params.dataset_id,
+            owner=ctx.record.owner or source.owner,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from dermasynth.auth.keys import ApiKey, IssuedKey, KeyRejected, Scope, hash_secret, parse_token
+from dermasynth.auth.keys import (
+    DEFAULT_OWNER,
+    OWNER_PATTERN,
+    ApiKey,
+    IssuedKey,
+    KeyRejected,
+    Scope,
+    check_owner,
+    hash_secret,
+    parse_token,
+)
 from dermasynth.auth.store import ApiKeyStore, KeyNotFound, RedisApiKeyStore
 
 __all__ = [
+    "DEFAULT_OWNER",
+    "OWNER_PATTERN",
     "ApiKey",
     "ApiKeyStore",
     "IssuedKey",
@@ -13,6 +25,7 @@ __all__ = [
     "KeyRejected",
     "RedisApiKeyStore",
     "Scope",
+    "check_owner",
     "hash_secret",
     "parse_token",
 ]

@@ -20,11 +20,32 @@ TOKEN_PREFIX = "dsk"
 _TOKEN = re.compile(r"^dsk_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
 
 
+OWNER_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,62}$"
+_OWNER = re.compile(OWNER_PATTERN)
+DEFAULT_OWNER = "default"
+
+
 class Scope(StrEnum):
-    """What a key may do: engineers manage datasets, jobs and models; clinicians ask for predictions."""
+    """What a key may do.
+
+    ``engineer``: datasets, jobs and model versions of its owner; ``clinician``: predictions;
+    ``deployer``: change which version of its owner's models is live (deploy, roll back);
+    ``admin``: everything of every owner, and the audit trail.
+    """
 
     ENGINEER = "engineer"
     CLINICIAN = "clinician"
+    DEPLOYER = "deployer"
+    ADMIN = "admin"
+
+
+def check_owner(owner: str) -> str:
+    """Return ``owner`` (a team or project) if well formed, else raise ValueError saying what is accepted."""
+    if not _OWNER.match(owner):
+        raise ValueError(
+            f"owner {owner!r} is not valid: 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return owner
 
 
 class ApiKey(BaseModel):
@@ -33,12 +54,22 @@ class ApiKey(BaseModel):
     id: str
     name: str
     scopes: list[Scope]
+    owner: str = Field(default=DEFAULT_OWNER, description="the team or project whose resources the key reaches")
     created_at: datetime
     revoked_at: datetime | None = None
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def admin(self) -> bool:
+        """Admin keys see and change the resources of every owner."""
+        return Scope.ADMIN in self.scopes
+
+    def may_see(self, owner: str) -> bool:
+        """Whether this key reaches a resource of ``owner``."""
+        return self.admin or owner == self.owner
 
 
 class IssuedKey(BaseModel):

@@ -9,7 +9,17 @@ from typing import Protocol
 
 import redis
 
-from dermasynth.auth.keys import TOKEN_PREFIX, ApiKey, IssuedKey, KeyRejected, Scope, hash_secret, parse_token
+from dermasynth.auth.keys import (
+    DEFAULT_OWNER,
+    TOKEN_PREFIX,
+    ApiKey,
+    IssuedKey,
+    KeyRejected,
+    Scope,
+    check_owner,
+    hash_secret,
+    parse_token,
+)
 
 
 class KeyNotFound(KeyError):
@@ -26,8 +36,8 @@ class _StoredKey(ApiKey):
 class ApiKeyStore(Protocol):
     """Creates, revokes, lists and checks API keys."""
 
-    def create(self, name: str, scopes: list[Scope]) -> IssuedKey:
-        """Issue a key; its token is returned once and never stored."""
+    def create(self, name: str, scopes: list[Scope], owner: str = DEFAULT_OWNER) -> IssuedKey:
+        """Issue a key for ``owner`` (a team or project); its token is returned once and never stored."""
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key (idempotent). Raises :class:`KeyNotFound`."""
@@ -54,12 +64,13 @@ class RedisApiKeyStore:
     def _index(self) -> str:
         return f"{self.prefix}:apikeys"
 
-    def create(self, name: str, scopes: list[Scope]) -> IssuedKey:
-        """Issue a key.
+    def create(self, name: str, scopes: list[Scope], owner: str = DEFAULT_OWNER) -> IssuedKey:
+        """Issue a key for ``owner``: the team or project whose datasets, jobs and models it reaches.
 
         Raises:
-            ValueError: for an empty name or no scopes.
+            ValueError: for an empty name, no scopes or a malformed owner.
         """
+        check_owner(owner)
         name = name.strip()
         if not name or len(name) > 100:
             raise ValueError(f"key name {name!r} must be 1-100 characters")
@@ -71,11 +82,12 @@ class RedisApiKeyStore:
             id=key_id,
             name=name,
             scopes=sorted(set(scopes)),
+            owner=owner,
             created_at=datetime.now(UTC),
             hash=hash_secret(self.pepper, secret),
         )
         if not self.redis.set(self._key(key_id), stored.model_dump_json(), nx=True):
-            return self.create(name, scopes)  # a 48-bit id collided: draw again
+            return self.create(name, scopes, owner)  # a 48-bit id collided: draw again
         self.redis.sadd(self._index, key_id)
         return IssuedKey(
             key=ApiKey.model_validate(stored.model_dump(exclude={"hash"})), token=f"{TOKEN_PREFIX}_{key_id}_{secret}"

@@ -37,6 +37,12 @@ class TrainConfig(BaseModel):
         default="sampler",
         description="sampler: WeightedRandomSampler; loss: class-weighted cross-entropy; none: plain shuffling",
     )
+    synthetic_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="loss weight of synthetic training images relative to real ones (1: the same)",
+    )
     amp: bool = False
     amp_dtype: Literal["bf16", "fp16"] | None = Field(
         default=None, description="None: fp16 (with GradScaler) on CUDA, bf16 on CPU"
@@ -95,5 +101,11 @@ class TrainConfig(BaseModel):
         return self
 
     def result_fields(self) -> dict[str, object]:
-        """The options that decide the result (all but the runtime ones): what a resume must match."""
-        return self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+        """The options that decide the result (all but the runtime ones): what a resume must match.
+
+        ``synthetic_weight`` is left out at its default (1), so runs keyed before it existed keep their keys.
+        """
+        fields = self.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+        if fields.get("synthetic_weight") == 1.0:
+            del fields["synthetic_weight"]
+        return fields

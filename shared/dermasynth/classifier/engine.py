@@ -60,14 +60,14 @@ logger = logging.getLogger(__name__)
 TrainSampler = WeightedRandomSampler | RandomSampler | DistributedWeightedSampler | DistributedSampler[Any]
 StepCallback = Callable[[int, float, int], None]
 """Called after every optimizer step with (steps done, latest mean loss, images seen) of the epoch."""
-Prepare = Callable[[Any, int], tuple[torch.Tensor, torch.Tensor]]
-"""Turns a loader's batch and its step index (from 0) into (inputs, targets) on the training device."""
+Prepare = Callable[[Any, int], tuple[torch.Tensor, ...]]
+"""Turns a loader's batch and its step index (from 0) into (inputs, targets) on the training device, or
+(inputs, targets, per-image loss weights) when the training set weighs its images (``synthetic_weight``)."""
 
 
 def _to_device(device: torch.device) -> Prepare:
-    def prepare(batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = batch
-        return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    def prepare(batch: Any, step: int) -> tuple[torch.Tensor, ...]:
+        return tuple(part.to(device, non_blocking=True) for part in batch)
 
     return prepare
 
@@ -190,10 +190,12 @@ def train_one_epoch(
     latest = math.nan
     start = time.perf_counter()
     for batch in loader:
-        inputs, targets = prepare(batch, steps)
+        inputs, targets, *weights = prepare(batch, steps)
         inputs = inputs.contiguous(memory_format=memory_format)
         with _autocast(device, amp_dtype):
-            loss = criterion(model(inputs), targets)
+            logits = model(inputs)
+            # per-image weights (synthetic_weight): a weighted mean of per-image losses
+            loss = criterion(logits, targets, weights[0]) if weights else criterion(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -262,6 +264,37 @@ def _dihedral_views(batch: torch.Tensor) -> Iterator[torch.Tensor]:
         rotated = torch.rot90(batch, k, dims=(2, 3))
         yield rotated
         yield rotated.flip(3)
+
+
+class SourceWeighted(torch.utils.data.Dataset[tuple[torch.Tensor, int, float]]):
+    """A training set whose items carry a loss weight: ``synthetic_weight`` for synthetic images, 1 for the rest."""
+
+    def __init__(self, dataset: ManifestDataset, synthetic_weight: float) -> None:
+        self.dataset = dataset
+        self.targets = dataset.targets
+        self.weights = [synthetic_weight if r.source == "synthetic" else 1.0 for r in dataset.records]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
+        image, target = self.dataset[i]
+        return image, target, self.weights[i]
+
+
+class SampleWeightedCrossEntropy(nn.Module):
+    """Cross-entropy averaged with a weight per image (times the class weight, as ``nn.CrossEntropyLoss`` does)."""
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing, reduction="none")
+        self.class_weight = weight
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        per_image = self.loss(logits, targets)
+        w = torch.ones_like(per_image) if weights is None else weights.to(per_image.dtype)
+        norm = w if self.class_weight is None else w * self.class_weight[targets].to(per_image.dtype)
+        return (per_image * w).sum() / norm.sum().clamp(min=1e-12)
 
 
 # -- fit ------------------------------------------------------------------------------------------------
@@ -384,9 +417,11 @@ class _Run:
             _seed_everything(config.seed + ctx.rank)  # each rank its own augmentation stream
 
         self.generator = torch.Generator().manual_seed(config.seed + ctx.rank)
-        self.train_set = ManifestDataset(
+        self.train_set: ManifestDataset | SourceWeighted = ManifestDataset(
             manifest, self.train_records, self.preprocessing.train_transform(config.augment), self.classes
         )
+        if config.synthetic_weight != 1.0:
+            self.train_set = SourceWeighted(self.train_set, config.synthetic_weight)
         self.sampler = self._train_sampler()
         val_set = ManifestDataset(
             manifest, self.val_records[ctx.rank :: ctx.world_size], self.preprocessing.eval_transform(), self.classes
@@ -409,6 +444,7 @@ class _Run:
                 drop_last=drop_last,
                 augmented=augmented,
                 device=self._resident_device(self.cache, augmented),
+                weights=self.train_set.weights if isinstance(self.train_set, SourceWeighted) else None,
             )
             self.val_loader = EvalBatches(self.cache, val_set.records, val_set.targets, config.batch_size)
         else:  # the per-image path: PIL decode and augmentation in loader processes
@@ -430,7 +466,11 @@ class _Run:
             if config.balance == "loss"
             else None
         )
-        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        self.criterion: nn.Module = (
+            SampleWeightedCrossEntropy(weight=weight, label_smoothing=config.label_smoothing)
+            if config.synthetic_weight != 1.0
+            else nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+        )
         self.optimizer = _optimizer(config, self.model)
         self.scheduler = _scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -487,14 +527,14 @@ class _Run:
             return None
         device, seed, rank = self.device, self.config.seed, self.ctx.rank
 
-        def prepare(batch: Any, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            pixels, extents, targets = batch
+        def prepare(batch: Any, step: int) -> tuple[torch.Tensor, ...]:
+            pixels, extents, targets, *weights = batch
             pixels = pixels.to(device, non_blocking=True)
             if self.augment is not None:
                 inputs = self.augment(pixels, extents, step_generator(seed, epoch, step, rank))
             else:
                 inputs = self.normalizer(pixels)
-            return inputs, targets.to(device, non_blocking=True)
+            return inputs, *(t.to(device, non_blocking=True) for t in (targets, *weights))
 
         return prepare
 

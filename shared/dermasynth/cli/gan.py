@@ -24,7 +24,7 @@ from dermasynth.gan.artifacts import load_generator
 from dermasynth.gan.config import GanConfig
 from dermasynth.gan.features import classifier_feature_space, default_feature_config
 from dermasynth.gan.quality import evaluate_gan
-from dermasynth.gan.synthesis import SynthesisPlan, plan_counts, synthesize
+from dermasynth.gan.synthesis import SynthesisPlan, plan_counts, read_synthesis_record, synthesize
 from dermasynth.gan.training_loop import train_gan
 from dermasynth.progress import Cancelled, Progress
 from dermasynth.storage import FilesystemStore, ObjectNotFound
@@ -172,17 +172,36 @@ def sample(
     gan: Annotated[Path, typer.Option("--gan", help="GAN folder written by `dermasynth gan train`")],
     data: Annotated[Path, typer.Option("--data", help="the source dataset folder")],
     out: Annotated[Path, typer.Option("--out", help="the new dataset folder (real + synthetic rows)")],
-    plan: Annotated[str, typer.Option(help="balance, at_least or counts")] = "balance",
-    ratio: Annotated[float, typer.Option(min=0.0, help="balance: target = largest class x ratio")] = 1.0,
+    plan: Annotated[str, typer.Option(help="balance, at_least, real_ratio or counts")] = "balance",
+    ratio: Annotated[
+        float,
+        typer.Option(min=0.0, help="balance: target = largest class x ratio; real_ratio: new = real images x ratio"),
+    ] = 1.0,
     at_least: Annotated[int | None, typer.Option(min=0, help="at_least: images per class to reach")] = None,
     counts: Annotated[str | None, typer.Option(help="counts: e.g. df=200,vasc=150")] = None,
     classes: Annotated[str | None, typer.Option(help="only these classes get images (comma-separated)")] = None,
     truncation: Annotated[float, typer.Option(min=0.0, max=1.0, help="1: full variety; lower: typical")] = 1.0,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    filter_run: Annotated[
+        Path | None,
+        typer.Option(help="classifier run folder trained on the real images: keep only images it recognises"),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="with --filter-run: keep images whose p(intended class) >= this"),
+    ] = None,
+    max_candidates: Annotated[
+        float, typer.Option(min=1.0, help="with --filter-run: candidates tried per needed image, at most")
+    ] = 10.0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
 ) -> None:
-    """Write a dataset to --out: the rows of --data plus synthetic train images, as the plan asks."""
+    """Write a dataset to --out: the rows of --data plus synthetic train images, as the plan asks.
+
+    With --filter-run and --min-confidence only images the real-trained classifier assigns to their class
+    with at least that probability, and that copy no real image, are kept; the kept fraction per class is
+    printed and recorded in OUT/synthesis.json, each kept row's confidence in the manifest.
+    """
     _threads(threads)
     try:
         parsed = None if counts is None else {k.strip(): int(v) for k, v in (p.split("=") for p in _csv(counts) or [])}
@@ -198,28 +217,67 @@ def sample(
                 "truncation": truncation,
                 "seed": seed,
                 "classes": _csv(classes),
+                "min_confidence": min_confidence,
+                "max_candidates": max_candidates,
             }
         )
     except ValidationError as exc:
         raise _fail("invalid plan", exc) from exc
+    if (filter_run is None) != (min_confidence is None):
+        raise _fail("filtered synthesis", ValueError("give both --filter-run RUN_DIR and --min-confidence P"))
+    if filter_run is not None and not filter_run.is_dir():
+        raise _fail("--filter-run", FileNotFoundError(f"{filter_run} is not a classifier run folder"))
     manifest = _manifest(data)
     bars = PhaseBars()
     try:
         needed = plan_counts(manifest, synthesis_plan)
         with _stop_on_ctrl_c(bars):
-            result = synthesize(FilesystemStore(gan), manifest, synthesis_plan, out, bars, device=device)
+            result = synthesize(
+                FilesystemStore(gan),
+                manifest,
+                synthesis_plan,
+                out,
+                bars,
+                device=device,
+                filter_run=None if filter_run is None else FilesystemStore(filter_run),
+                filter_name=None if filter_run is None else str(filter_run),
+            )
     except Cancelled:
         console.print("stopped; run the same command again to finish (images are made again identically)")
         raise typer.Exit(130) from None
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ObjectNotFound, ValueError) as exc:
         raise _fail(f"cannot synthesize from {gan}", exc) from exc
     before, after = manifest.class_counts("train"), result.class_counts("train")
+    record = read_synthesis_record(out)
+    report = record.filter if record is not None else None
+    columns = ["class", "before", "asked", "added", "after"]
+    if report is not None:
+        columns += ["candidates", "kept fraction", "low confidence", "near-copies"]
     table = Table(title=f"{out}: train images per class")
-    for column in ("class", "before", "synthetic", "after"):
+    for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for label in after:
-        table.add_row(label, str(before.get(label, 0)), str(needed.get(label, 0)), str(after[label]))
+        row = [label, str(before.get(label, 0)), str(needed.get(label, 0)), str(after[label] - before.get(label, 0))]
+        row.append(str(after[label]))
+        if report is not None:
+            f = report.classes.get(label)
+            row += (
+                ["-"] * 4
+                if f is None
+                else [
+                    str(f.candidates),
+                    _fmt(f.kept_fraction, 3),
+                    str(f.rejected_confidence),
+                    str(f.rejected_near_copy),
+                ]
+            )
+        table.add_row(*row)
     Console().print(table)
+    if report is not None and report.shortfall:
+        console.print(
+            f"[yellow]the filter kept fewer images than asked for[/yellow] ({report.shortfall} short after "
+            f"{report.max_candidates:g} candidates per image): lower --min-confidence or raise --max-candidates"
+        )
 
 
 @app.command("evaluate")
@@ -238,6 +296,13 @@ def evaluate(
     samples_per_class: Annotated[int | None, typer.Option(min=2, help="[default: as many as real images]")] = None,
     truncation: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="local file of torchmetrics' FID Inception-v3 weights (torch-fidelity "
+            "pt_inception-2015-12-05-6726825d.pth): FID/KID also in that standard feature space"
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch")] = None,
 ) -> None:
@@ -267,6 +332,7 @@ def evaluate(
                 seed=seed,
                 device=device,
                 progress=bars,
+                standard_weights=inception_weights,
             )
     except Cancelled:
         console.print("stopped")
@@ -277,7 +343,10 @@ def evaluate(
         typer.echo(report.model_dump_json())
         return
     table = Table(title=f"GAN {report.generator_id[:12]} at step {report.gan_step}, {report.image_size} px")
-    for column in ("class", "real", "generated", "FID", "KID x1000", "precision", "recall", "near-copies"):
+    standard = report.standard_weights is not None
+    columns = ["class", "real", "generated", "FID", "KID x1000", "precision", "recall", "near-copies"]
+    columns += ["std FID", "std KID x1000"] if standard else []
+    for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for label, q in report.classes.items():
         table.add_row(
@@ -289,9 +358,15 @@ def evaluate(
             _fmt(q.precision, 2),
             _fmt(q.recall, 2),
             str(q.near_copies),
+            *(
+                [_fmt(q.standard_fid, 1), _fmt(None if q.standard_kid_mean is None else q.standard_kid_mean * 1000, 1)]
+                if standard
+                else []
+            ),
         )
     Console().print(table)
     console.print(f"feature space: {report.feature_space}")
+    console.print(f"standard feature space: {report.standard_feature_space}")
     console.print(
         f"near-copy threshold: pixel RMSE {report.near_copy_threshold:.4f}; report: {gan / 'gan_report.json'}"
     )

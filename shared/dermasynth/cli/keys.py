@@ -31,17 +31,24 @@ def create(
     name: Annotated[str, typer.Option(help="who or what the key is for")],
     scope: Annotated[
         list[Scope],
-        typer.Option(help="engineer (datasets, jobs, models) and/or clinician (predictions); repeat for both"),
+        typer.Option(
+            help="engineer (datasets, jobs, models), clinician (predictions), deployer (change the live model), "
+            "admin (every owner, audit trail); repeat for several"
+        ),
+    ],
+    owner: Annotated[
+        str, typer.Option(help="the team or project whose datasets, jobs and models the key reaches (e.g. 'derm-lab')")
     ],
 ) -> None:
     """Issue a key. Its token is printed once (stdout) and never stored; keep it secret."""
     try:
-        issued = _store().create(name, scope)
+        issued = _store().create(name, scope, owner)
     except (ValueError, redis.RedisError) as exc:
         console.print(f"[red]cannot create the key:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(
-        f"key {issued.key.id} ({', '.join(issued.key.scopes)}) for {issued.key.name!r}; the token "
+        f"key {issued.key.id} ({', '.join(issued.key.scopes)}) of owner {issued.key.owner!r} for "
+        f"{issued.key.name!r}; the token "
         "below is shown only now"
     )
     typer.echo(issued.token)
@@ -73,12 +80,13 @@ def list_(
         print_json(keys)
         return
     table = Table(title=f"{len(keys)} API keys")
-    for column in ("id", "name", "scopes", "created", "revoked"):
+    for column in ("id", "name", "owner", "scopes", "created", "revoked"):
         table.add_column(column)
     for key in keys:
         table.add_row(
             key.id,
             key.name,
+            key.owner,
             ", ".join(key.scopes),
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",

@@ -94,10 +94,16 @@ def show(
         print_json(shown)
         return
     if isinstance(shown, ModelVersionInfo):
+        calibrated = ""
+        if shown.set_coverage is not None:
+            calibrated = f"; {shown.set_coverage:.0%} prediction sets, temperature {shown.temperature:.2f}"
+            if shown.malignant_threshold is not None:
+                calibrated += f", malignant at P >= {shown.malignant_threshold:.3f}"
+        floor = f"below p={shown.min_probability} or " if shown.min_probability > 0 else ""
         typer.echo(
             f"{shown.name} version {shown.version}{' (live)' if shown.live else ''}: {shown.architecture} at "
-            f"{shown.image_size} px, classes {', '.join(shown.classes)}; abstains below p={shown.min_probability} "
-            f"or above OOD score {shown.ood_threshold:.1f}"
+            f"{shown.image_size} px, classes {', '.join(shown.classes)}; abstains {floor}above OOD score "
+            f"{shown.ood_threshold:.1f}{calibrated}"
         )
         lineage = shown.lineage
         typer.echo(f"from job {lineage.job_id or '-'} (run {lineage.run or '-'}) on dataset {lineage.dataset or '-'}")

@@ -1,7 +1,9 @@
 """Datasets in the object store, and their local copies on the workers.
 
 A published dataset lives under ``datasets/{id}/`` (``manifest.csv``, ``images/...`` and, when it was
-imported, ``import_report.json``). Its catalog entry ``catalog/datasets/{id}.json`` is written last:
+imported, ``import_report.json``). Each entry names its owner (a team); ``catalog/owners/{owner}/{id}``
+indexes an owner's datasets, so listing one owner's datasets reads only theirs.
+Its catalog entry ``catalog/datasets/{id}.json`` is written last:
 a dataset exists once, and only once, its entry does, so a publish that fails half-way is invisible
 and is cleaned up at once. Datasets never change after publishing, so a worker's cached copy (checked
 against the manifest's sha256 on download) stays valid for good.
@@ -26,6 +28,7 @@ from dermasynth.data.stats import dataset_stats
 from dermasynth.storage.base import ObjectNotFound, ObjectStore
 
 CATALOG_PREFIX = "catalog/datasets"
+OWNERS_PREFIX = "catalog/owners"
 DATASETS_PREFIX = "datasets"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._\-=+@,]")
@@ -89,14 +92,23 @@ class DatasetCatalog:
         except ValueError:
             return False
 
-    def list(self) -> list[DatasetInfo]:
-        """Every published dataset, newest first."""
-        infos = [
-            DatasetInfo.model_validate_json(self.store.get_bytes(key))
-            for key in self.store.list(f"{CATALOG_PREFIX}/")
-            if key.endswith(".json")
-        ]
+    def list(self, owner: str | None = None) -> list[DatasetInfo]:
+        """Published datasets newest first: every one, or ``owner``'s only (read through its index)."""
+        if owner is None:
+            keys = [key for key in self.store.list(f"{CATALOG_PREFIX}/") if key.endswith(".json")]
+            infos = [DatasetInfo.model_validate_json(self.store.get_bytes(key)) for key in keys]
+        else:
+            infos = []
+            for key in self.store.list(f"{OWNERS_PREFIX}/{owner}/"):
+                try:
+                    infos.append(self.get(key.rsplit("/", 1)[1]))
+                except DatasetNotFound:  # a publish that failed half-way
+                    continue
         return sorted(infos, key=lambda info: info.created_at, reverse=True)
+
+    def stored_bytes(self, owner: str) -> int:
+        """Bytes of ``owner``'s datasets (the storage quota's measure)."""
+        return sum(info.bytes for info in self.list(owner))
 
     # -- publishing --------------------------------------------------------------------------------
     def publish(
@@ -109,6 +121,7 @@ class DatasetCatalog:
         dataset_id: str | None = None,
         job_id: str | None = None,
         parent_id: str | None = None,
+        owner: str = "default",
     ) -> DatasetInfo:
         """Upload the dataset in ``folder`` and add it to the catalog (last).
 
@@ -142,7 +155,10 @@ class DatasetCatalog:
                 stats=dataset_stats(stored),
                 job_id=job_id,
                 parent_id=parent_id,
+                owner=owner,
+                bytes=sum(path.stat().st_size for path in sources.values()),
             )
+            self.store.put_bytes(f"{OWNERS_PREFIX}/{owner}/{dataset_id}", b"", "text/plain")
             self.store.put_bytes(self._entry(dataset_id), info.model_dump_json(indent=2).encode(), "application/json")
         except BaseException:
             self._remove_files(dataset_id)
@@ -151,7 +167,10 @@ class DatasetCatalog:
 
     def delete(self, dataset_id: str) -> None:
         """Remove a dataset: its catalog entry first (it vanishes at once), then its files."""
+        owner = self.get(dataset_id).owner if self.exists(dataset_id) else None
         self.store.delete(self._entry(dataset_id))
+        if owner is not None:
+            self.store.delete(f"{OWNERS_PREFIX}/{owner}/{dataset_id}")
         self._remove_files(dataset_id)
 
     def _remove_files(self, dataset_id: str) -> None:

@@ -52,7 +52,8 @@ class ManifestDataset(Dataset[tuple[torch.Tensor, int]]):
 class CachedBatches:
     """Training batches from a decoded cache, in a sampler's order: no decoding, no worker processes.
 
-    Yields ``(pixels, extents, targets)``: the train-geometry uint8 pixels ``(B, 3, S, W)`` with each
+    Yields ``(pixels, extents, targets)``, and each image's loss weight when ``weights`` are given: the
+    train-geometry uint8 pixels ``(B, 3, S, W)`` with each
     image's (height, width) on the canvas when ``augmented``, else the eval-geometry pixels
     ``(B, 3, S, S)`` and ``None``. Augmentation and normalization happen on the training device
     (:class:`~dermasynth.data.transforms.BatchAugment`, ``PixelNormalize``).
@@ -66,6 +67,7 @@ class CachedBatches:
         drop_last: drop a last, smaller batch (as ``DataLoader`` does).
         augmented: serve train geometry (for augmentation) rather than eval geometry.
         device: keep the pixels there (e.g. a GPU with room for them) and gather batches there.
+        weights: a loss weight per record; when given, each batch also carries its images' weights.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class CachedBatches:
         drop_last: bool = True,
         augmented: bool = True,
         device: torch.device | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.rows = cache.rows_of(records)
+        self.weights = None if weights is None else torch.as_tensor(list(weights), dtype=torch.float32)
         self.cache = cache
         self.targets = torch.as_tensor(list(targets), dtype=torch.long)
         self.sampler = sampler
@@ -96,11 +100,12 @@ class CachedBatches:
         n = len(self.sampler)  # type: ignore[arg-type]
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor | None, ...]]:
         indices = torch.as_tensor(list(self.sampler), dtype=torch.long)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             chosen = indices[start : start + self.batch_size]
-            yield (*self._pixels(chosen), self.targets[chosen])
+            weights = () if self.weights is None else (self.weights[chosen],)
+            yield (*self._pixels(chosen), self.targets[chosen], *weights)
 
     def _pixels(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows = self.rows[chosen.numpy()]

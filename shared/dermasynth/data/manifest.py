@@ -3,7 +3,8 @@
 Columns: ``image`` (path relative to the dataset folder, or absolute), ``label``, ``lesion_id``,
 ``split`` (train/val/test), ``source`` (real/generated/synthetic), ``sha256`` of the stored bytes,
 ``split_seed`` (the seed that drew the split), and for synthetic images their provenance:
-``generator`` (checkpoint id), ``seed`` and ``truncation``.
+``generator`` (checkpoint id), ``seed`` and ``truncation``, and ``filter_confidence`` (the probability a
+real-trained classifier gave the intended class, for images kept by a filtered synthesis).
 
 Synthetic images may only be in ``train``; a lesion may only be in one split. Both are enforced
 when a manifest is built or read, so an evaluation can never see a GAN image.
@@ -26,7 +27,19 @@ Source = Literal["real", "generated", "synthetic"]
 SPLITS: tuple[str, ...] = get_args(Split)
 SOURCES: tuple[str, ...] = get_args(Source)
 MANIFEST_NAME = "manifest.csv"
-COLUMNS = ("image", "label", "lesion_id", "split", "source", "sha256", "split_seed", "generator", "seed", "truncation")
+COLUMNS = (
+    "image",
+    "label",
+    "lesion_id",
+    "split",
+    "source",
+    "sha256",
+    "split_seed",
+    "generator",
+    "seed",
+    "truncation",
+    "filter_confidence",
+)
 
 
 class ManifestError(ValueError):
@@ -47,6 +60,7 @@ class Record:
     generator: str | None = None
     seed: int | None = None
     truncation: float | None = None
+    filter_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if not self.image:
@@ -169,6 +183,7 @@ class Manifest:
                         generator=row.get("generator") or None,
                         seed=_opt(row.get("seed"), int),
                         truncation=_opt(row.get("truncation"), float),
+                        filter_confidence=_opt(row.get("filter_confidence"), float),
                     )
                 )
             except (ValueError, TypeError) as exc:

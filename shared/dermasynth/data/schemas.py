@@ -31,6 +31,7 @@ class RejectReason(StrEnum):
     GRAYSCALE = "grayscale"
     CMYK = "cmyk"
     UNSUPPORTED_MODE = "unsupported_mode"
+    UNSUPPORTED_FORMAT = "unsupported_format"
     TOO_LARGE = "too_large"
     TOO_SMALL = "too_small"
     NO_LABEL = "no_label"
@@ -84,4 +85,6 @@ class DatasetInfo(BaseModel):
     format: str = Field(description="the layout it was imported from, or 'manifest'")
     stats: DatasetStats
     job_id: str | None = Field(default=None, description="the synthesis job that made it")
+    owner: str = Field(default="default", description="the team or project the dataset belongs to")
+    bytes: int = Field(default=0, description="stored size of its files (counts against the owner's quota)")
     parent_id: str | None = Field(default=None, description="the dataset a synthesis job started from")

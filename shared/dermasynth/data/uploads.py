@@ -22,6 +22,9 @@ from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.data.splits import SplitFractions
 from dermasynth.storage.base import ObjectStore, check_prefix
 
+INCOMING_PREFIX = "incoming"
+"""``incoming/{owner}/...``: where an owner puts datasets to register (the only prefix register reads)."""
+
 
 class NothingAccepted(ValueError):
     """Every file of the source was rejected; ``report`` says why, file by file."""
@@ -40,6 +43,7 @@ class IngestOptions:
     seed: int = 0
     fractions: SplitFractions | None = None
     max_pixels: int = 50_000_000
+    owner: str = "default"
     limits: ArchiveLimits = field(default_factory=lambda: ArchiveLimits(50_000, 4 * 1024**3, 100))
 
 
@@ -72,7 +76,7 @@ def ingest_folder(
         )
         if report.accepted == 0:
             raise NothingAccepted(report)
-        info = registry.publish(out, name=name, origin=origin, fmt=report.format)
+        info = registry.publish(out, name=name, origin=origin, fmt=report.format, owner=options.owner)
     return info, report
 
 
@@ -101,6 +105,13 @@ def ingest_store_prefix(
         And whatever :func:`ingest_folder` raises.
     """
     prefix = check_prefix(prefix.strip("/") + "/")
+    allowed = f"{INCOMING_PREFIX}/{options.owner}/"
+    if not prefix.startswith(allowed) or prefix == allowed:
+        raise ArchiveRejected(
+            "forbidden_prefix",
+            f"{prefix!r} is not under {allowed!r}: datasets are registered only from a folder of the owner's "
+            f"own '{allowed}' prefix (never predictions/, models/, runs/, catalog/ or datasets/)",
+        )
     keys = store.list(prefix)
     if not keys:
         raise ArchiveRejected("empty_prefix", f"nothing is stored under {prefix!r}")
@@ -110,16 +121,18 @@ def ingest_store_prefix(
             f"{prefix!r} holds {len(keys)} objects, more than the "
             f"{options.limits.max_files} accepted (DERMASYNTH_MAX_UPLOAD_FILES)",
         )
+    total = 0
+    for key in keys:  # sizes first: nothing is downloaded from a prefix over the limit
+        total += store.size(key)
+        if total > options.limits.max_expanded_bytes:
+            raise ArchiveRejected(
+                "too_large",
+                f"{prefix!r} holds more than the {options.limits.max_expanded_bytes} bytes accepted "
+                "(DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)",
+            )
     with tempfile.TemporaryDirectory(prefix="dermasynth-register-") as work:
-        total = 0
         for key in keys:
-            target = Path(work).joinpath(*PurePosixPath(key[len(prefix) :]).parts)
-            store.get_file(key, target)
-            total += target.stat().st_size
-            if total > options.limits.max_expanded_bytes:
-                raise ArchiveRejected(
-                    "too_large", f"{prefix!r} holds more than the {options.limits.max_expanded_bytes} bytes accepted"
-                )
+            store.get_file(key, Path(work).joinpath(*PurePosixPath(key[len(prefix) :]).parts))
         return ingest_folder(registry, Path(work), name=name, origin="store", options=options)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -18,9 +18,11 @@ from dermasynth.data.manifest import Manifest
 from dermasynth.experiments.config import Arm, EvaluationOptions, ExperimentConfig
 from dermasynth.experiments.figures import Series, backbone_png, class_distribution_png, per_class_f1_png
 from dermasynth.experiments.report_markdown import render_markdown
+from dermasynth.gan.filtering import FilterReport
+from dermasynth.gan.quality import GanReport
 from dermasynth.gan.synthesis import SynthesisPlan
 from dermasynth.metrics.classification import classification_metrics
-from dermasynth.metrics.comparison import PairedComparison, paired_bootstrap
+from dermasynth.metrics.comparison import Difference, PairedComparison, paired_bootstrap
 from dermasynth.metrics.figures import confusion_matrix_png
 from dermasynth.metrics.pooled import PooledMetrics, pooled_metrics
 from dermasynth.storage.base import ObjectStore
@@ -34,16 +36,21 @@ METHOD_NOTES: tuple[str, ...] = (
     "Splits are lesion-level: no lesion has images in two splits.",
     "Seeds: an arm's figures pool its seeds' predictions (summed confusion matrices); '± sd' is the "
     "standard deviation of the per-seed figures.",
-    "Intervals: 95% stratified bootstrap over the test images (each resample keeps every class's count), "
-    "applied to every seed's predictions at once.",
+    "Intervals: 95% two-level bootstrap: each resample draws the test images (stratified: every class keeps "
+    "its count) and, with evaluation.resample_seeds (the default), also draws each arm's seeds with "
+    "replacement (as many as it has, independently per arm), pooling the drawn seeds' confusion matrices. "
+    "The intervals therefore hold the variation between training runs as well as the test set's sampling "
+    "error; seeds that disagree widen them. With one seed per arm only the test images are resampled.",
+    "Equal compute: every arm of a backbone takes the same number of classifier optimizer steps "
+    "(checked before training; pre-training and fine-tuning counted together; 'steps' in the runs table). "
+    "The GAN's own cost (training, quality evaluation, synthesis, filter classifier) is listed per arm "
+    "beside the results: a user pays it on top of the classifier's.",
     "Comparisons: a paired bootstrap of the difference A - B (the same resampled test images for both arms, "
     "pooled over seeds). 'better' / 'worse' when the 95% interval of the difference lies entirely above / "
     "below 0, otherwise 'cannot be told apart'; a class with fewer test images than the evaluation's "
     "min_support gets no per-class verdict ('too few test images'). Each verdict holds at the 95% level on "
     "its own; with many classes and comparisons, some 'better'/'worse' verdicts are expected by chance.",
-    "The intervals cover the sampling error of the test set, not the variation between training runs: with "
-    "one seed per arm a verdict can reflect one run's luck. Several seeds (pooled here, their spread shown as "
-    "'± sd') make a verdict about the arms rather than about single runs.",
+    "With one seed per arm a verdict can reflect one run's luck; use at least 3 seeds ('± sd' is their spread).",
 )
 
 
@@ -59,6 +66,8 @@ class RunRecord(BaseModel):
     epochs_run: int
     best_val_balanced_accuracy: float
     train_seconds: float
+    classifier_steps: int = Field(default=0, description="optimizer steps taken (pre-training included)")
+    pretrain_run: str | None = Field(default=None, description="runs/{key} of the pre-training phase, if any")
     train_counts: dict[str, int]
     train_sources: dict[str, int]
     evaluation: str = Field(description="where its metrics.json and predictions.npz are")
@@ -79,6 +88,38 @@ class SynthesisInfo(BaseModel):
     plan: SynthesisPlan
     before: dict[str, int] = Field(description="training images per class, real only")
     after: dict[str, int] = Field(description="training images per class, real + synthetic")
+    synthesis_seconds: float = 0.0
+    filter: FilterReport | None = Field(default=None, description="what filtered synthesis kept per class")
+
+
+class ArmCost(BaseModel):
+    """What a synthetic arm's images cost before its classifier trained (the GAN is paid once per distinct GAN)."""
+
+    gan: str
+    gan_steps: int
+    gan_image_size: int
+    gan_seconds: float
+    quality_seconds: float = 0.0
+    synthesis_seconds: float = 0.0
+    filter_seconds: float = Field(default=0.0, description="the real-only filter classifier's training")
+
+    @property
+    def total_seconds(self) -> float:
+        return self.gan_seconds + self.quality_seconds + self.synthesis_seconds + self.filter_seconds
+
+
+class RareClassAnswer(BaseModel):
+    """Does ``arm`` raise the recall of a rare class over the baseline arm without lowering balanced accuracy?"""
+
+    backbone: str
+    arm: str
+    baseline: str
+    label: str
+    support: int = Field(description="test images of the class")
+    recall: Difference | None = Field(description="recall of arm - baseline (None: no test images)")
+    balanced_accuracy: Difference
+    answer: Literal["yes", "no", "too few test images"]
+    reason: str
 
 
 class ArmSummary(BaseModel):
@@ -118,6 +159,11 @@ class ExperimentReport(BaseModel):
     train: dict[str, Any] = Field(description="training options shared by every run")
     evaluation: EvaluationOptions
     synthesis: SynthesisInfo | None
+    syntheses: dict[str, SynthesisInfo] = Field(default_factory=dict, description="synthetic arm -> its synthesis")
+    costs: dict[str, ArmCost] = Field(default_factory=dict, description="synthetic arm -> its GAN cost")
+    gan_quality: dict[str, GanReport] = Field(default_factory=dict, description="GAN key -> per-class quality")
+    rare_classes: list[RareClassAnswer] = Field(default_factory=list)
+    rare_rule: str = ""
     method: list[str]
     runs: list[RunRecord]
     summaries: list[ArmSummary]
@@ -150,6 +196,9 @@ class ReportInputs:
     predictions: dict[str, SplitPredictions] = field(repr=False)
     synthesis: SynthesisInfo | None = None
     synthetic_manifest: Manifest | None = None
+    syntheses: dict[str, SynthesisInfo] = field(default_factory=dict)
+    costs: dict[str, ArmCost] = field(default_factory=dict)
+    gan_quality: dict[str, GanReport] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,6 +266,134 @@ def _headline(comparisons: list[ArmComparison], classes: list[str]) -> list[str]
     return lines
 
 
+MIN_SEEDS = 3
+
+
+def _seed_warning(config: ExperimentConfig) -> list[str]:
+    if len(config.seeds) >= MIN_SEEDS:
+        return []
+    return [
+        f"only {len(config.seeds)} seed(s) per arm: the intervals cannot hold the variation between training "
+        f"runs, so a verdict may be one run's luck (use at least {MIN_SEEDS})"
+    ]
+
+
+def rare_rule(config: ExperimentConfig) -> str:
+    """The rule a rare-class 'yes' follows, in words."""
+    return (
+        f"'yes' when the arm's recall of the class exceeds the {config.baseline_arm} arm's by at least "
+        f"{config.min_recall_gain * 100:g} points, the 95% interval of that difference lies above 0, and the "
+        "interval of the balanced-accuracy difference does not lie below 0 (balanced accuracy not lowered); "
+        f"classes with fewer than {config.evaluation.min_support} test images get no answer"
+    )
+
+
+def _rare_class_answers(
+    config: ExperimentConfig,
+    classes: list[str],
+    truth: np.ndarray,
+    cells: dict[tuple[str, str], _Cell],
+    comparisons: list[ArmComparison],
+) -> list[RareClassAnswer]:
+    """Every arm against the baseline arm, per rare class present in the test split."""
+    names = [a.name for a in config.arms]
+    baseline = config.baseline_arm
+    if baseline not in names:
+        return []
+    options = config.evaluation
+    support = np.bincount(truth, minlength=len(classes))
+    answers = []
+    for backbone in config.backbones:
+        known = {(c.comparison.a, c.comparison.b): c.comparison for c in comparisons if c.backbone == backbone}
+        for arm in names:
+            if arm == baseline:
+                continue
+            comparison = known.get((arm, baseline)) or paired_bootstrap(
+                truth,
+                cells[arm, backbone].predicted,
+                cells[baseline, backbone].predicted,
+                classes,
+                names=(arm, baseline),
+                bootstrap=options.bootstrap,
+                seed=options.seed,
+                min_support=options.min_support,
+                resample_seeds=options.resample_seeds,
+            )
+            bacc = comparison.overall["balanced_accuracy"]
+            for label in config.rare_classes:
+                if label not in classes:
+                    continue
+                n = int(support[classes.index(label)])
+                recall = comparison.per_class.get(label, {}).get("recall")
+                answer: Literal["yes", "no", "too few test images"]
+                if recall is None or n < options.min_support:
+                    answer, reason = "too few test images", f"{n} test images (fewer than {options.min_support})"
+                else:
+                    gain = recall.difference >= config.min_recall_gain
+                    sure = recall.ci.low > 0
+                    kept = bacc.ci.high >= 0
+                    answer = "yes" if gain and sure and kept else "no"
+                    why = []
+                    if not gain:
+                        why.append(
+                            f"recall gain {recall.difference * 100:+.1f} points < {config.min_recall_gain * 100:g}"
+                        )
+                    if not sure:
+                        why.append("the recall interval does not lie above 0")
+                    if not kept:
+                        why.append("balanced accuracy lowered")
+                    reason = "; ".join(why) or "all three conditions hold"
+                answers.append(
+                    RareClassAnswer(
+                        backbone=backbone,
+                        arm=arm,
+                        baseline=baseline,
+                        label=label,
+                        support=n,
+                        recall=recall,
+                        balanced_accuracy=bacc,
+                        answer=answer,
+                        reason=reason,
+                    )
+                )
+    return answers
+
+
+def _rare_headline(config: ExperimentConfig, answers: list[RareClassAnswer], costs: dict[str, ArmCost]) -> list[str]:
+    """Per backbone and rare class: which arms (if any) earn a 'yes', and what their GAN cost."""
+    lines = []
+    for backbone in config.backbones:
+        for label in config.rare_classes:
+            mine = [a for a in answers if a.backbone == backbone and a.label == label]
+            if not mine:
+                continue
+            if all(a.answer == "too few test images" for a in mine):
+                lines.append(f"[{backbone}] {label}: too few test images to answer")
+                continue
+            yes = [a for a in mine if a.answer == "yes"]
+            if not yes:
+                best = max(
+                    (a for a in mine if a.recall is not None), key=lambda a: a.recall.difference if a.recall else 0
+                )
+                assert best.recall is not None
+                lines.append(
+                    f"[{backbone}] {label}: no arm raises recall by {config.min_recall_gain * 100:g} points over "
+                    f"{best.baseline} without lowering balanced accuracy (largest change: {best.arm} "
+                    f"{best.recall.difference:+.3f} [{best.recall.ci.low:+.3f}, {best.recall.ci.high:+.3f}])"
+                )
+                continue
+            parts = []
+            for a in yes:
+                assert a.recall is not None
+                cost = costs.get(a.arm)
+                paid = f", GAN cost {cost.total_seconds:.0f} s" if cost else ""
+                parts.append(
+                    f"{a.arm} {a.recall.difference:+.3f} [{a.recall.ci.low:+.3f}, {a.recall.ci.high:+.3f}]{paid}"
+                )
+            lines.append(f"[{backbone}] {label}: YES over {yes[0].baseline}: " + "; ".join(parts))
+    return lines
+
+
 def build_report(inputs: ReportInputs) -> ExperimentReport:
     """Pool every arm over its seeds, compare the configured pairs of arms and every backbone with the first.
 
@@ -232,7 +409,12 @@ def build_report(inputs: ReportInputs) -> ExperimentReport:
             backbone=backbone,
             seeds=cells[arm.name, backbone].seeds,
             metrics=pooled_metrics(
-                truth, cells[arm.name, backbone].predicted, classes, bootstrap=options.bootstrap, seed=options.seed
+                truth,
+                cells[arm.name, backbone].predicted,
+                classes,
+                bootstrap=options.bootstrap,
+                seed=options.seed,
+                resample_seeds=options.resample_seeds,
             ),
         )
         for backbone in config.backbones
@@ -250,6 +432,7 @@ def build_report(inputs: ReportInputs) -> ExperimentReport:
                 bootstrap=options.bootstrap,
                 seed=options.seed,
                 min_support=options.min_support,
+                resample_seeds=options.resample_seeds,
             ),
         )
         for backbone in config.backbones
@@ -268,11 +451,13 @@ def build_report(inputs: ReportInputs) -> ExperimentReport:
                 bootstrap=options.bootstrap,
                 seed=options.seed,
                 min_support=options.min_support,
+                resample_seeds=options.resample_seeds,
             ),
         )
         for arm in config.arms
         for other in config.backbones[1:]
     ]
+    rare = _rare_class_answers(config, classes, truth, cells, comparisons)
     return ExperimentReport(
         name=config.name,
         dataset=inputs.dataset,
@@ -285,13 +470,18 @@ def build_report(inputs: ReportInputs) -> ExperimentReport:
         train=config.train.model_dump(mode="json", exclude={"model", "seed", "balance"}),
         evaluation=options,
         synthesis=inputs.synthesis,
+        syntheses=inputs.syntheses,
+        costs=inputs.costs,
+        gan_quality=inputs.gan_quality,
+        rare_classes=rare,
+        rare_rule=rare_rule(config),
         method=list(METHOD_NOTES),
         runs=inputs.runs,
         summaries=summaries,
         comparisons=comparisons,
         backbone_comparisons=backbone_comparisons,
         figure_pair=config.figure_pair(),
-        headline=_headline(comparisons, classes),
+        headline=_seed_warning(config) + _headline(comparisons, classes) + _rare_headline(config, rare, inputs.costs),
     )
 
 

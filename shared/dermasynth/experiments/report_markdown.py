@@ -11,16 +11,31 @@ from dermasynth.metrics.pooled import CLASS_METRICS, Estimate
 if TYPE_CHECKING:
     from dermasynth.experiments.report import ExperimentReport
 
+_VERDICTS = "Verdicts"
+_RARE = "Rare classes: does any arm raise recall over the sampler without lowering balanced accuracy?"
+_SETUP = "Setup"
+_COST = "Synthesis per arm and what it cost"
+_QUALITY = "GAN quality per class"
+_DISTRIBUTION = "Class distribution before and after synthesis (figure 6)"
+_FIGURE5 = "Per-class F1, baseline against augmented (figure 5)"
+_TABLE2 = "Per-class accuracy, precision, recall and F1 with 95% intervals (table 2)"
+_BACKBONES = "Backbone comparison"
+_DETAILS = "Paired comparisons per class"
+_CONFUSIONS = "Confusion matrices"
+_RUNS = "Runs"
 SECTIONS: tuple[str, ...] = (
-    "Verdicts",
-    "Setup",
-    "Class distribution before and after synthesis (figure 6)",
-    "Per-class F1, baseline against augmented (figure 5)",
-    "Per-class accuracy, precision, recall and F1 with 95% intervals (table 2)",
-    "Backbone comparison",
-    "Paired comparisons per class",
-    "Confusion matrices",
-    "Runs",
+    _VERDICTS,
+    _RARE,
+    _SETUP,
+    _COST,
+    _QUALITY,
+    _DISTRIBUTION,
+    _FIGURE5,
+    _TABLE2,
+    _BACKBONES,
+    _DETAILS,
+    _CONFUSIONS,
+    _RUNS,
 )
 """The report's second-level headings, in order."""
 
@@ -65,12 +80,14 @@ def _overall_cells(c: PairedComparison) -> tuple[str, str, str, str]:
 
 
 def _verdicts(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[0]}", ""]
+    lines = [f"## {_VERDICTS}", ""]
     if not report.comparisons:
         return [*lines, "Only one arm was run: nothing to compare.", ""]
     lines += [
         "Paired bootstrap of A - B on the same real test images, 95% interval, pooled over seeds "
-        f"({len(report.seeds)} per arm).",
+        f"({len(report.seeds)} per arm"
+        + (", resampled with the test images" if report.evaluation.resample_seeds and len(report.seeds) > 1 else "")
+        + ").",
         "",
     ]
     for backbone in report.backbones:
@@ -96,9 +113,127 @@ def _verdicts(report: ExperimentReport) -> list[str]:
     return lines
 
 
+def _rare(report: ExperimentReport) -> list[str]:
+    lines = [f"## {_RARE}", ""]
+    if not report.rare_classes:
+        return [*lines, "The baseline arm was not run (or no rare class has test images): no answer.", ""]
+    lines += [f"Rule: {report.rare_rule}.", ""]
+    for backbone in report.backbones:
+        mine = [a for a in report.rare_classes if a.backbone == backbone]
+        lines += [f"### {backbone}", ""]
+        lines += _table(
+            [
+                "class",
+                "test images",
+                "arm",
+                "recall arm - baseline",
+                "balanced accuracy arm - baseline",
+                "answer",
+                "why",
+            ],
+            [
+                (
+                    a.label,
+                    a.support,
+                    a.arm,
+                    "n/a" if a.recall is None else _difference(a.recall),
+                    _difference(a.balanced_accuracy),
+                    f"**{a.answer}**" if a.answer == "yes" else a.answer,
+                    a.reason,
+                )
+                for a in mine
+            ],
+        )
+    return lines
+
+
+def _cost(report: ExperimentReport) -> list[str]:
+    lines = [f"## {_COST}", ""]
+    if not report.syntheses:
+        return [*lines, "No arm trains on GAN images.", ""]
+    lines += [
+        "Every arm trained its classifier for the same number of steps (see Runs); the GAN's cost comes on top. "
+        "Arms that share a GAN share its cost (it is paid once).",
+        "",
+    ]
+    rows = []
+    for arm, info in report.syntheses.items():
+        cost = report.costs.get(arm)
+        added = sum(info.after.values()) - sum(info.before.values())
+        kept = ""
+        if info.filter is not None:
+            kept = ", ".join(
+                f"{c} {r.kept}/{r.candidates} ({'-' if r.kept_fraction is None else f'{r.kept_fraction:.2f}'})"
+                for c, r in info.filter.classes.items()
+            )
+        rows.append(
+            (
+                arm,
+                f"`{info.gan[:12]}`",
+                f"{info.gan_steps} steps, {info.gan_image_size} px",
+                f"`{info.plan.model_dump_json(exclude_defaults=True)}`",
+                added,
+                kept or "-",
+                "-" if cost is None else f"{cost.gan_seconds:.0f}",
+                "-" if cost is None else f"{cost.synthesis_seconds + cost.quality_seconds:.0f}",
+                "-" if cost is None else f"{cost.filter_seconds:.0f}",
+                "-" if cost is None else f"{cost.total_seconds:.0f}",
+            )
+        )
+    return lines + _table(
+        [
+            "arm",
+            "GAN",
+            "GAN budget",
+            "plan",
+            "images added",
+            "filter kept/candidates (kept fraction)",
+            "GAN train s",
+            "synthesis + quality s",
+            "filter classifier s",
+            "total s",
+        ],
+        rows,
+    )
+
+
+def _quality(report: ExperimentReport) -> list[str]:
+    lines = [f"## {_QUALITY}", ""]
+    if not report.gan_quality:
+        return [*lines, "Not measured (no GAN, or quality.enabled is false).", ""]
+    for key, q in report.gan_quality.items():
+        lines += [
+            f"### GAN `{key[:12]}` ({q.image_size} px, step {q.gan_step})",
+            "",
+            f"Project feature space: {q.feature_space}.",
+            "",
+            f"Standard feature space: {q.standard_feature_space}.",
+            "",
+        ]
+        standard = q.standard_weights is not None
+        header = ["class", "real", "generated", "FID", "KID x1000", "precision", "recall", "near-copies"]
+        header += ["standard FID", "standard KID x1000"] if standard else []
+
+        def fmt(value: float | None, scale: float = 1.0) -> str:
+            return "-" if value is None else f"{value * scale:.1f}"
+
+        rows = []
+        for label, c in q.classes.items():
+            row: list[object] = [label, c.real_images, c.generated_images, fmt(c.fid), fmt(c.kid_mean, 1000)]
+            row += [
+                "-" if c.precision is None else f"{c.precision:.2f}",
+                "-" if c.recall is None else f"{c.recall:.2f}",
+                c.near_copies,
+            ]
+            row += [fmt(c.standard_fid), fmt(c.standard_kid_mean, 1000)] if standard else []
+            rows.append(row)
+        lines += _table(header, rows)
+    return lines
+
+
 def _setup(report: ExperimentReport) -> list[str]:
     lines = [
-        f"## {SECTIONS[1]}",
+        f"## {_SETUP}",
         "",
         f"Real dataset `{report.dataset}`, evaluated on its **{report.split}** split "
         "(real images only). Images per split:",
@@ -138,7 +273,7 @@ def _setup(report: ExperimentReport) -> list[str]:
 
 
 def _distribution(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[2]}", "", f"![class distribution]({report.figures.get('class_distribution', '')})", ""]
+    lines = [f"## {_DISTRIBUTION}", "", f"![class distribution]({report.figures.get('class_distribution', '')})", ""]
     s = report.synthesis
     if s is None:
         return [*lines, "No arm trains on GAN images: the training split is shown as it is.", ""]
@@ -149,7 +284,7 @@ def _distribution(report: ExperimentReport) -> list[str]:
 
 
 def _figure5(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[3]}", ""]
+    lines = [f"## {_FIGURE5}", ""]
     if report.figure_pair is None:
         return [*lines, "Only one arm was run.", ""]
     baseline, augmented = report.figure_pair
@@ -166,7 +301,7 @@ def _figure5(report: ExperimentReport) -> list[str]:
 
 def _table2(report: ExperimentReport) -> list[str]:
     lines = [
-        f"## {SECTIONS[4]}",
+        f"## {_TABLE2}",
         "",
         "Value pooled over seeds [95% bootstrap interval] ± sd between seeds; per-class accuracy is one-vs-rest.",
         "",
@@ -191,7 +326,7 @@ def _table2(report: ExperimentReport) -> list[str]:
 
 
 def _backbones(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[5]}", "", f"![backbones]({report.figures.get('backbones', '')})", ""]
+    lines = [f"## {_BACKBONES}", "", f"![backbones]({report.figures.get('backbones', '')})", ""]
     lines += _table(
         ["arm", *(f"{b} {_OVERALL_NAMES[m]}" for b in report.backbones for m in ("balanced_accuracy", "macro_f1"))],
         [
@@ -229,7 +364,7 @@ def _comparison_details(c: PairedComparison) -> list[str]:
 
 
 def _details(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[6]}", ""]
+    lines = [f"## {_DETAILS}", ""]
     if not report.comparisons:
         return [*lines, "Only one arm was run.", ""]
     for entry in report.comparisons:
@@ -239,7 +374,7 @@ def _details(report: ExperimentReport) -> list[str]:
 
 
 def _confusions(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[7]}", "", "Rows: true class; cells: share of the row and image count, seeds pooled.", ""]
+    lines = [f"## {_CONFUSIONS}", "", "Rows: true class; cells: share of the row and image count, seeds pooled.", ""]
     for backbone in report.backbones:
         for arm in report.arms:
             name = f"confusion_{arm.name}_{backbone}"
@@ -248,7 +383,7 @@ def _confusions(report: ExperimentReport) -> list[str]:
 
 
 def _runs(report: ExperimentReport) -> list[str]:
-    lines = [f"## {SECTIONS[8]}", ""]
+    lines = [f"## {_RUNS}", ""]
     return lines + _table(
         [
             "arm",
@@ -261,6 +396,7 @@ def _runs(report: ExperimentReport) -> list[str]:
             "test accuracy",
             "test bal. acc.",
             "test macro-F1",
+            "steps",
             "train s",
         ],
         [
@@ -275,6 +411,7 @@ def _runs(report: ExperimentReport) -> list[str]:
                 f"{r.accuracy:.3f}",
                 f"{r.balanced_accuracy:.3f}",
                 f"{r.macro_f1:.3f}",
+                r.classifier_steps,
                 f"{r.train_seconds:.0f}",
             )
             for r in report.runs
@@ -287,6 +424,20 @@ def render_markdown(report: ExperimentReport) -> str:
     lines = [f"# Experiment {report.name}: does GAN augmentation help?", ""]
     if report.headline:
         lines += [*(f"- {line}" for line in report.headline), ""]
-    for part in (_verdicts, _setup, _distribution, _figure5, _table2, _backbones, _details, _confusions, _runs):
+    parts = (
+        _verdicts,
+        _rare,
+        _setup,
+        _cost,
+        _quality,
+        _distribution,
+        _figure5,
+        _table2,
+        _backbones,
+        _details,
+        _confusions,
+        _runs,
+    )
+    for part in parts:
         lines += part(report)
     return "\n".join(lines)

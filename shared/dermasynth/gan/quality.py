@@ -9,6 +9,12 @@ and both sets go through one feature space (see :mod:`dermasynth.gan.features`):
 * **Precision and recall** of the generated distribution (Kynkäänniemi et al., 2019): a generated
   image is "precise" if it falls inside the k-NN ball of some real image, a real image is "recalled"
   if it falls inside the k-NN ball of some generated image.
+* **The standard feature space**, when its weights are on disk: FID and KID also on the 2048-d pool
+  features of torchmetrics' Inception-v3 (torch-fidelity's ``pt_inception-2015-12-05`` port of the
+  TensorFlow FID network, the space published FIDs use), loaded from a local file
+  (``standard_weights``). The images are upsampled from the GAN's resolution to 299 px, so figures
+  compare with other GANs at the same resolution only. Without the file the report says that the
+  standard space was not available and why.
 * **Memorization**: the pixel RMSE (in [0, 1] units, at the GAN's resolution) of every generated image
   to its nearest real training image of its class. A generated image is flagged as a near-copy when
   (1) it is closer than ``near_copy_quantile`` of real images are to their nearest real image of
@@ -23,10 +29,12 @@ of the closest generated/real pairs per class into the GAN's store.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
@@ -50,6 +58,40 @@ EVALUATION_PREFIX = "evaluation"
 PAIRS_SHOWN = 8
 SAMPLES_SHOWN = 16
 _EVAL_SEED_OFFSET = 7_919  # evaluation latents differ from those of a synthesis with the same seed
+STANDARD_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+STANDARD_UNAVAILABLE = (
+    "not measured: no local Inception-v3 weights were given (torchmetrics/torch-fidelity's "
+    f"{STANDARD_WEIGHTS_FILE}; it cannot be downloaded here): pass the file to measure FID/KID in the "
+    "standard feature space"
+)
+
+
+def standard_extractor(weights: Path) -> tuple[FeatureExtractor, str]:
+    """torchmetrics' FID Inception-v3 (2048-d pool features) loaded from a local weights file, and its description.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        ValueError: if the file is not that network's state_dict (or torch-fidelity is missing).
+    """
+    if not weights.is_file():
+        raise FileNotFoundError(f"Inception weights file {weights} does not exist")
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        network = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights)
+        )
+    except (ModuleNotFoundError, RuntimeError, KeyError) as exc:
+        raise ValueError(f"{weights} could not be loaded as torchmetrics' FID Inception-v3: {exc}") from exc
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+    def extract(images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return network((images.clamp(0, 1) * 255).round().to(torch.uint8)).double().cpu()
+
+    return extract, (
+        f"torchmetrics' FID Inception-v3, 2048-d pool features at 299 px (weights {weights.name}, sha256 {digest}...)"
+    )
 
 
 def evaluation_seeds(seed: int, label: str, count: int) -> list[int]:
@@ -82,6 +124,9 @@ class ClassQuality(BaseModel):
     nearest_ratio_median: float | None = Field(description="median of nearest / nearest-other-lesion RMSE")
     near_copies: int
     near_copy_examples: list[NearCopy] = Field(default_factory=list, description="up to 8, closest first")
+    standard_fid: float | None = Field(default=None, description="FID in the standard Inception feature space")
+    standard_kid_mean: float | None = None
+    standard_kid_std: float | None = None
 
 
 class GanReport(BaseModel):
@@ -91,9 +136,13 @@ class GanReport(BaseModel):
     gan_step: int
     image_size: int
     feature_space: str
+    standard_feature_space: str = Field(default=STANDARD_UNAVAILABLE, description="which, or why not measured")
+    standard_weights: str | None = Field(default=None, description="the local Inception weights file used")
     classes: dict[str, ClassQuality]
     mean_fid: float | None = Field(description="mean over classes that have a FID")
     mean_kid: float | None
+    mean_standard_fid: float | None = None
+    mean_standard_kid: float | None = None
     near_copies: int = Field(description="all classes together")
     near_copy_threshold: float = Field(description="pixel RMSE under which a generated image may be a near-copy")
     near_copy_ratio: float = Field(description="... if also its nearest lesion is this much nearer than any other")
@@ -246,6 +295,7 @@ def evaluate_gan(
     batch_size: int = 64,
     device: str | None = None,
     progress: ProgressCallback = ignore_progress,
+    standard_weights: Path | None = None,
 ) -> GanReport:
     """Measure a trained GAN per class against the real training images; write ``gan_report.json`` and grids.
 
@@ -268,6 +318,8 @@ def evaluate_gan(
         batch_size: images per forward pass.
         device: where the generator runs (default: CUDA when available).
         progress: called once per class (and during the default classifier's training).
+        standard_weights: a local file of torchmetrics' FID Inception-v3 weights: FID/KID are also measured
+            in that standard feature space (None: the report says it was not measured).
 
     Raises:
         ValueError: for a feature extractor without a ``feature_space`` description, or a manifest without
@@ -278,6 +330,9 @@ def evaluate_gan(
     if samples_per_class is not None and samples_per_class < 2:
         raise ValueError(f"samples_per_class must be at least 2, got {samples_per_class}")
     began = time.perf_counter()
+    standard: FeatureSpace | None = None
+    if standard_weights is not None:
+        standard = FeatureSpace(*standard_extractor(standard_weights))
     trained = load_generator(gan, device)
     records, available = training_records(manifest)
     classes = [label for label in trained.classes if label in available]
@@ -337,6 +392,15 @@ def evaluate_gan(
         results[label], class_grids = _evaluate_class(
             gan, label, sets, real.images[shown], space, k, (threshold, near_copy_ratio), seed, batch_size
         )
+        if standard is not None and shown.numel() >= 2 and count >= 2:
+            fid_s, kid_s, kid_sd, _ = fid_kid(
+                _features(standard.extract, real.images[shown], batch_size),
+                _features(standard.extract, fake, batch_size),
+                seed=seed,
+            )
+            results[label] = results[label].model_copy(
+                update={"standard_fid": fid_s, "standard_kid_mean": kid_s, "standard_kid_std": kid_sd}
+            )
         grids += class_grids
         progress(
             Progress(
@@ -350,12 +414,18 @@ def evaluate_gan(
 
     fids = [q.fid for q in results.values() if q.fid is not None]
     kids = [q.kid_mean for q in results.values() if q.kid_mean is not None]
+    std_fids = [q.standard_fid for q in results.values() if q.standard_fid is not None]
+    std_kids = [q.standard_kid_mean for q in results.values() if q.standard_kid_mean is not None]
     report = GanReport(
         generator_id=trained.generator_id,
         gan_step=trained.step,
         image_size=trained.config.image_size,
         feature_space=space.description,
+        standard_feature_space=STANDARD_UNAVAILABLE if standard is None else standard.description,
+        standard_weights=None if standard_weights is None else str(standard_weights),
         classes=results,
+        mean_standard_fid=sum(std_fids) / len(std_fids) if std_fids else None,
+        mean_standard_kid=sum(std_kids) / len(std_kids) if std_kids else None,
         mean_fid=sum(fids) / len(fids) if fids else None,
         mean_kid=sum(kids) / len(kids) if kids else None,
         near_copies=sum(q.near_copies for q in results.values()),

@@ -1,10 +1,16 @@
 """Synthesis: how many images each class needs, making them, and a new dataset that records their provenance.
 
 :func:`plan_counts` reads the train split and a :class:`SynthesisPlan` (``balance`` to the largest
-class times a ratio, ``at_least`` K per class, or explicit ``counts``); :func:`synthesize` samples the
-trained EMA generator and writes a new dataset folder holding the source's rows (images hard-linked,
-splits kept) plus one ``source=synthetic``, ``split=train`` row per generated image with the
-generator's checkpoint id, the image's seed and the truncation, so that each image can be made again.
+class times a ratio, ``at_least`` K per class, ``real_ratio``: a number of new images per class that is a
+ratio of its real images, or explicit ``counts``); :func:`synthesize` samples the trained EMA generator
+and writes a new dataset folder holding the source's rows (images hard-linked, splits kept) plus one
+``source=synthetic``, ``split=train`` row per generated image with the generator's checkpoint id, the
+image's seed and the truncation, so that each image can be made again.
+
+With ``min_confidence`` in the plan and a real-trained classifier run (``filter_run``), candidates are
+drawn until each class has its images and only those the classifier assigns to their class with at
+least that probability, and that are no near-copy of a real image, are kept
+(:mod:`dermasynth.gan.filtering`); their rows record ``filter_confidence``.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dermasynth.classifier.checkpoint import load_trained
 from dermasynth.data.manifest import MANIFEST_NAME, Manifest, Record
 from dermasynth.gan.artifacts import TrainedGenerator, load_generator
+from dermasynth.gan.filtering import ClassFilterResult, FilterReport, ImageFilter
 from dermasynth.gan.sampling import generate, image_seed, png_bytes
 from dermasynth.labels import normalize_label
 from dermasynth.progress import Progress, ProgressCallback, ignore_progress
@@ -40,18 +49,35 @@ class SynthesisPlan(BaseModel):
 
     * ``balance``: every class up to ``round(largest class * ratio)`` training images.
     * ``at_least``: every class up to ``at_least`` training images.
+    * ``real_ratio``: ``round(real images of the class x ratio)`` new images of each class (of ``classes``):
+      the synthetic-to-real ratio per class.
     * ``counts``: exactly ``counts[class]`` new images of each class named.
+
+    ``min_confidence`` asks for filtered synthesis (see :mod:`dermasynth.gan.filtering`).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["balance", "at_least", "counts"] = "balance"
-    ratio: float = Field(default=1.0, gt=0, le=100, description="balance: target = largest class x ratio")
+    mode: Literal["balance", "at_least", "real_ratio", "counts"] = "balance"
+    ratio: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="balance: target = largest class x ratio; real_ratio: new images = real images x ratio",
+    )
     at_least: int | None = Field(default=None, ge=0, description="at_least: images per class to reach")
     counts: dict[str, int] | None = Field(default=None, description="counts: new images per class")
     truncation: float = Field(default=1.0, ge=0, le=1, description="1: full variety; lower: more typical images")
     seed: int = Field(default=0, ge=0, description="seeds every image (with its class and index)")
-    classes: list[str] | None = Field(default=None, description="only these classes get images (balance/at_least)")
+    classes: list[str] | None = Field(
+        default=None, description="only these classes get images (balance/at_least/real_ratio)"
+    )
+    min_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="keep only images a real-trained classifier gives p(class) >= this"
+    )
+    max_candidates: float = Field(
+        default=10.0, ge=1, le=1000, description="filtered: candidates tried per needed image, at most"
+    )
 
     @field_validator("counts")
     @classmethod
@@ -88,6 +114,8 @@ class SynthesisRecord(BaseModel):
     source_root: str
     images_written: int
     seconds: float
+    filter_classifier: str | None = Field(default=None, description="the filter classifier (filtered synthesis)")
+    filter: FilterReport | None = None
 
 
 def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
@@ -99,7 +127,19 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
     Raises:
         ValueError: if the plan names a class the train split does not hold, or the split is empty.
     """
-    have = manifest.class_counts("train")
+    real = Counter(r.label for r in manifest.in_split("train") if r.source != "synthetic")
+    return counts_for(manifest.class_counts("train"), plan, real=dict(real))
+
+
+def counts_for(have: dict[str, int], plan: SynthesisPlan, real: dict[str, int] | None = None) -> dict[str, int]:
+    """:func:`plan_counts` from the train split's class counts alone (what a dataset's stats hold).
+
+    ``real`` counts only the real train images (``real_ratio`` plans scale them); without it the train
+    counts stand in, an upper bound (what a limit check needs).
+
+    Raises:
+        ValueError: if the plan names a class ``have`` does not hold, or ``have`` is empty.
+    """
     if not have:
         raise ValueError("the manifest's train split is empty: nothing to balance")
     named = set(plan.classes or []) | set(plan.counts or {})
@@ -110,6 +150,9 @@ def plan_counts(manifest: Manifest, plan: SynthesisPlan) -> dict[str, int]:
     if plan.mode == "counts":
         assert plan.counts is not None
         return {label: plan.counts.get(label, 0) for label in have}
+    if plan.mode == "real_ratio":
+        real = real if real is not None else have
+        return {label: math.floor(real.get(label, 0) * plan.ratio + 0.5) if label in chosen else 0 for label in have}
     if plan.mode == "balance":
         target = math.floor(max(have.values()) * plan.ratio + 0.5)
     else:
@@ -127,10 +170,12 @@ def synthesize(
     *,
     batch_size: int = 64,
     device: str | None = None,
+    filter_run: ObjectStore | None = None,
+    filter_name: str | None = None,
 ) -> Manifest:
     """Write a new dataset: the source's rows plus the synthetic images the plan asks for.
 
-    Running it again with the same generator, source and plan returns the dataset already written.
+    Running it again with the same generator, source, plan and filter returns the dataset already written.
 
     Args:
         gan: the GAN run's store (its ``generator.pth`` is sampled).
@@ -140,21 +185,32 @@ def synthesize(
         progress: called after each batch of images; may raise ``Cancelled`` (rerun to finish).
         batch_size: images generated at once.
         device: where to run the generator (default: CUDA when available).
+        filter_run: with ``plan.min_confidence``: the store of a classifier run trained on the real images
+            (its best checkpoint scores the candidates).
+        filter_name: names that classifier in ``synthesis.json`` (default: its model and epoch).
 
     Returns:
         The new dataset's manifest (also written to ``out_dir/manifest.csv``).
 
     Raises:
         FileExistsError: if ``out_dir`` already holds a different dataset.
-        ValueError: if the plan needs classes the GAN was not trained on.
+        ValueError: if the plan needs classes the GAN was not trained on, or a filter without its classifier
+            (or a classifier without ``min_confidence``).
     """
     out_dir = out_dir.resolve()
     if out_dir == manifest.root.resolve():
         raise ValueError(f"out_dir {out_dir} is the source dataset's folder; write the new dataset elsewhere")
+    if (plan.min_confidence is None) != (filter_run is None):
+        raise ValueError(
+            "filtered synthesis needs both min_confidence in the plan and a filter classifier run "
+            "(--filter-run RUN_DIR --min-confidence P); got only one of them"
+        )
     trained = load_generator(gan, device)
     counts = plan_counts(manifest, plan)
     source_sha = hashlib.sha256(manifest.to_csv().encode()).hexdigest()
-    done = _existing(out_dir, plan, trained.generator_id, source_sha)
+    classifier = None if filter_run is None else load_trained(filter_run, "best", trained.device)
+    filter_id = None if classifier is None else (filter_name or f"{classifier.config.model} epoch {classifier.epoch}")
+    done = _existing(out_dir, plan, trained.generator_id, source_sha, filter_id)
     if done is not None:
         logger.info("%s already holds this synthesis; nothing to do", out_dir)
         return done
@@ -166,8 +222,34 @@ def synthesize(
         )
 
     start = time.perf_counter()
+    image_filter = None
+    if classifier is not None:
+        assert plan.min_confidence is not None and filter_id is not None
+        image_filter = ImageFilter(
+            classifier,
+            manifest,
+            trained.config.image_size,
+            plan.min_confidence,
+            [label for label, n in counts.items() if n > 0],
+            filter_id,
+            crop=trained.config.crop,
+            seed=plan.seed,
+        )
     real_rows = [_link(manifest, record, out_dir) for record in manifest.records]
-    synthetic = _generate(trained, manifest, counts, plan, out_dir, progress, batch_size)
+    synthetic, kept = _generate(trained, manifest, counts, plan, out_dir, progress, batch_size, image_filter)
+    report = None
+    if image_filter is not None and classifier is not None:
+        report = FilterReport(
+            classifier=image_filter.description,
+            classifier_epoch=classifier.epoch,
+            min_confidence=image_filter.min_confidence,
+            max_candidates=plan.max_candidates,
+            near_copy_threshold=image_filter.near_copy_threshold,
+            near_copy_ratio=image_filter.near_copy_ratio,
+            classes=kept,
+        )
+        if report.shortfall:
+            logger.warning("the filter kept fewer images than asked for: %s short", report.shortfall)
     result = Manifest([*real_rows, *synthetic], out_dir)
     record = SynthesisRecord(
         plan=plan,
@@ -178,20 +260,32 @@ def synthesize(
         source_root=str(manifest.root),
         images_written=len(synthetic),
         seconds=round(time.perf_counter() - start, 2),
+        filter_classifier=filter_id,
+        filter=report,
     )
     (out_dir / SYNTHESIS_RECORD).write_text(record.model_dump_json(indent=2), encoding="utf-8")
     result.write(out_dir)  # last: a dataset folder with a manifest is complete
     return result
 
 
-def _existing(out_dir: Path, plan: SynthesisPlan, generator: str, source_sha: str) -> Manifest | None:
+def read_synthesis_record(folder: Path) -> SynthesisRecord | None:
+    """``synthesis.json`` of a synthesized dataset folder (None if it has none)."""
+    path = folder / SYNTHESIS_RECORD
+    if not path.exists():
+        return None
+    return SynthesisRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _existing(
+    out_dir: Path, plan: SynthesisPlan, generator: str, source_sha: str, filter_id: str | None
+) -> Manifest | None:
     """The dataset in ``out_dir`` if it is this very synthesis; raises if it is another dataset."""
     if not (out_dir / MANIFEST_NAME).exists():
         return None
-    record_path = out_dir / SYNTHESIS_RECORD
-    if record_path.exists():
-        record = SynthesisRecord.model_validate(json.loads(record_path.read_text(encoding="utf-8")))
-        if record.plan == plan and record.generator_id == generator and record.source_manifest_sha256 == source_sha:
+    record = read_synthesis_record(out_dir)
+    if record is not None:
+        same = (record.plan, record.generator_id, record.source_manifest_sha256, record.filter_classifier)
+        if same == (plan, generator, source_sha, filter_id):
             return Manifest.read(out_dir)
     raise FileExistsError(f"{out_dir} already holds another dataset ({MANIFEST_NAME}); choose another output folder")
 
@@ -219,54 +313,105 @@ def _generate(
     out_dir: Path,
     progress: ProgressCallback,
     batch_size: int,
-) -> list[Record]:
+    image_filter: ImageFilter | None = None,
+) -> tuple[list[Record], dict[str, ClassFilterResult]]:
+    """Generate (and, with a filter, judge) images class by class; the rows kept and the filter's tally."""
     already = Counter(
         r.label for r in manifest.records if r.source == "synthetic" and r.generator == trained.generator_id
     )
-    jobs: list[tuple[str, int]] = []  # (label, seed)
-    for label, need in counts.items():
-        first = already[label]  # continue the index where an earlier synthesis by this generator stopped
-        jobs.extend((label, image_seed(plan.seed, label, i)) for i in range(first, first + need))
-    total, records = len(jobs), []
+    factor = 1.0 if image_filter is None else plan.max_candidates
+    limit = {label: math.ceil(need * factor) for label, need in counts.items()}
+    total, made = sum(counts.values()), 0
+    records: list[Record] = []
+    tally: dict[str, ClassFilterResult] = {}
     start = time.perf_counter()
     short = trained.generator_id[:12]
-    for offset in range(0, total, batch_size):
-        chunk = jobs[offset : offset + batch_size]
-        labels = [trained.class_index(label) for label, _ in chunk]
-        (images,) = generate(
-            trained.generator, labels, [seed for _, seed in chunk], truncation=plan.truncation, batch_size=len(chunk)
-        )
-        for (label, seed), image in zip(chunk, images, strict=True):
-            name = f"{SYNTHETIC_FOLDER}/{label}/{short}_{seed}.png"
-            data = png_bytes(image)
-            path = out_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".png.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            records.append(
-                Record(
-                    image=name,
-                    label=label,
-                    lesion_id=f"SYN_{short}_{seed}",
-                    split="train",
-                    source="synthetic",
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    generator=trained.generator_id,
-                    seed=seed,
-                    truncation=plan.truncation,
+    for label, need in counts.items():
+        if need == 0:
+            continue
+        first = already[label]  # continue the index where an earlier synthesis by this generator stopped
+        kept: list[Record] = []
+        confidences: list[float] = []
+        tried = rejected_confidence = rejected_copy = 0
+        while len(kept) < need and tried < limit[label]:
+            size = min(batch_size, limit[label] - tried) if image_filter else min(batch_size, need - len(kept))
+            seeds = [image_seed(plan.seed, label, first + tried + i) for i in range(size)]
+            (images,) = generate(
+                trained.generator,
+                [trained.class_index(label)] * size,
+                seeds,
+                truncation=plan.truncation,
+                batch_size=size,
+            )
+            verdicts = None if image_filter is None else image_filter.judge(images, label)
+            for i, (seed, image) in enumerate(zip(seeds, images, strict=True)):
+                if len(kept) == need:  # the rest of the batch is not examined (nor counted as candidates)
+                    break
+                tried += 1
+                confidence = None
+                if verdicts is not None:
+                    confidence = float(verdicts.confidence[i])
+                    if not bool(verdicts.confident[i]):
+                        rejected_confidence += 1
+                        continue
+                    if bool(verdicts.near_copy[i]):
+                        rejected_copy += 1
+                        continue
+                    confidences.append(confidence)
+                kept.append(_write(out_dir, label, short, seed, image, trained.generator_id, plan, confidence))
+            made = len(records) + len(kept)
+            rate = made / max(time.perf_counter() - start, 1e-9)
+            progress(
+                Progress(
+                    phase="synthesize",
+                    step=made,
+                    total_steps=total,
+                    images_per_s=rate,
+                    eta_s=(total - made) / rate if rate > 0 else None,
+                    message=label,
                 )
             )
-        made = offset + len(chunk)
-        rate = made / max(time.perf_counter() - start, 1e-9)
-        progress(
-            Progress(
-                phase="synthesize",
-                step=made,
-                total_steps=total,
-                images_per_s=rate,
-                eta_s=(total - made) / rate,
-                message=chunk[-1][0],
+        records.extend(kept)
+        if image_filter is not None:
+            tally[label] = ClassFilterResult(
+                needed=need,
+                candidates=tried,
+                kept=len(kept),
+                rejected_confidence=rejected_confidence,
+                rejected_near_copy=rejected_copy,
+                kept_fraction=len(confidences) / tried if tried else None,
+                mean_kept_confidence=sum(confidences) / len(confidences) if confidences else None,
             )
-        )
-    return records
+    return records, tally
+
+
+def _write(
+    out_dir: Path,
+    label: str,
+    short: str,
+    seed: int,
+    image: torch.Tensor,
+    generator_id: str,
+    plan: SynthesisPlan,
+    confidence: float | None,
+) -> Record:
+    """Write one generated image atomically and return its manifest row."""
+    name = f"{SYNTHETIC_FOLDER}/{label}/{short}_{seed}.png"
+    data = png_bytes(image)
+    path = out_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return Record(
+        image=name,
+        label=label,
+        lesion_id=f"SYN_{short}_{seed}",
+        split="train",
+        source="synthetic",
+        sha256=hashlib.sha256(data).hexdigest(),
+        generator=generator_id,
+        seed=seed,
+        truncation=plan.truncation,
+        filter_confidence=confidence,
+    )

@@ -3,11 +3,15 @@
 ``POST /v1/jobs`` takes ``{"kind": ..., "params": {...}}``; the kind picks the model below. Engine
 options reuse the engines' own validated configs (:class:`~dermasynth.classifier.config.TrainConfig`,
 :class:`~dermasynth.gan.config.GanConfig`), so the API accepts exactly what the engines accept, with a
-few limits added for requests that come over the network (no local file paths, bounded step counts).
+few limits added for requests that come over the network: weights only by torchvision name (never a
+file of the worker), bounded step counts, a floor on every ``*_every`` option (so a job writes a bounded
+number of snapshots, grids, checkpoints and log entries), and bounded synthetic image counts, checked
+again against the dataset's real class counts at submission (:func:`check_synthesis_budget`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -15,24 +19,50 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.experiments.config import ExperimentConfig
 from dermasynth.gan.config import GanConfig
-from dermasynth.gan.synthesis import SynthesisPlan
+from dermasynth.gan.synthesis import SynthesisPlan, counts_for
 from dermasynth.jobs.records import JobKind
 
 DatasetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")]
 MAX_GAN_STEPS = 1_000_000
 MAX_SYNTHETIC_PER_CLASS = 100_000
+MAX_SYNTHETIC_TOTAL = 200_000
 MAX_EXPERIMENT_RUNS = 200
+MAX_GAN_OUTPUTS: dict[str, int] = {
+    "snapshot_every": 100,  # EMA-generator snapshots kept
+    "grid_every": 100,  # per-class sample grids written
+    "checkpoint_every": 2_000,  # rolling checkpoint writes
+    "log_every": 20_000,  # entries of stats.json
+}
+"""Most outputs of each kind one GAN run may write over the API: ``*_every`` >= ceil(steps / this)."""
+MAX_TRAIN_LOG_READS_PER_EPOCH = 10_000
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Split = Literal["val", "test"]
 
 
-def _no_local_path(weights: str | None) -> str | None:
-    if weights is not None and ("/" in weights or "\\" in weights or weights.endswith((".pth", ".pt"))):
+def _api_weights(model: str, weights: str | None) -> str | None:
+    """Only the model's own torchvision weights names, never a path or file name of the worker."""
+    if weights is None:
+        return None
+    import torchvision.models
+
+    try:
+        enum = torchvision.models.get_model_weights(model)
+    except (ValueError, KeyError):
+        enum = None
+    names = [] if enum is None else ["DEFAULT", *enum.__members__]
+    member = weights.split(".", 1)[1] if enum is not None and weights.startswith(enum.__name__ + ".") else weights
+    if member not in names:
+        accepted = ", ".join(names) if names else f"none ({model} has no torchvision weights)"
         raise ValueError(
-            f"weights {weights!r}: a local file cannot be named over the API; use None (train from "
-            "scratch) or a torchvision weights name such as 'ResNet18_Weights.IMAGENET1K_V1'"
+            f"weights {weights!r}: only the torchvision weights names of {model} are accepted over the API "
+            f"(no files of the worker); accepted: {accepted}, or None to train from scratch"
         )
     return weights
+
+
+def _bounded_train(config: TrainConfig) -> TrainConfig:
+    _api_weights(config.model, config.weights)
+    return config
 
 
 class TrainingParams(BaseModel):
@@ -50,8 +80,7 @@ class TrainingParams(BaseModel):
     @field_validator("config")
     @classmethod
     def _remote_safe(cls, config: TrainConfig) -> TrainConfig:
-        _no_local_path(config.weights)
-        return config
+        return _bounded_train(config)
 
 
 class SynthesisParams(BaseModel):
@@ -72,12 +101,25 @@ class SynthesisParams(BaseModel):
     @field_validator("plan")
     @classmethod
     def _plan_within_limits(cls, plan: SynthesisPlan) -> SynthesisPlan:
+        if plan.min_confidence is not None:
+            raise ValueError(
+                "plan.min_confidence (filtered synthesis) needs a filter classifier run, which a synthesis job "
+                "does not have: use an experiment arm with synthesis {min_confidence: P} or `dermasynth gan "
+                "sample --filter-run RUN_DIR --min-confidence P`"
+            )
         return _bounded_plan(plan)
 
 
 def _bounded_gan(gan: GanConfig) -> GanConfig:
     if gan.steps > MAX_GAN_STEPS:
         raise ValueError(f"gan.steps {gan.steps} is more than the {MAX_GAN_STEPS} accepted over the API")
+    for option, most in MAX_GAN_OUTPUTS.items():
+        floor = math.ceil(gan.steps / most)
+        if getattr(gan, option) < floor:
+            raise ValueError(
+                f"gan.{option} {getattr(gan, option)} with {gan.steps} steps writes more than {most} outputs; "
+                f"over the API it must be at least {floor} (steps / {most})"
+            )
     return gan
 
 
@@ -108,10 +150,45 @@ class ExperimentParams(BaseModel):
                 f"the experiment has {runs} runs (arms x backbones x seeds); at most "
                 f"{MAX_EXPERIMENT_RUNS} are accepted over the API"
             )
-        _no_local_path(config.train.weights)
+        for backbone in config.backbones:
+            _api_weights(backbone, config.train.weights)
         _bounded_gan(config.gan)
         _bounded_plan(config.synthesis)
+        for arm in config.arms:  # issue 18: an arm may change the GAN and the plan
+            if arm.synthetic:
+                _bounded_gan(config.gan_config(arm))
+                _bounded_plan(config.synthesis_plan(arm))
+        if config.quality.inception_weights is not None:
+            raise ValueError(
+                "quality.inception_weights names a local file, which cannot be named over the API; the "
+                "worker's quality report then says the standard feature space was not measured"
+            )
         return config
+
+
+def check_synthesis_budget(plan: SynthesisPlan, train_counts: dict[str, int]) -> dict[str, int]:
+    """The images ``plan`` really generates for a dataset with these train-split class counts, within limits.
+
+    ``balance`` and ``at_least`` only say how many images to reach, so the effective numbers are known only
+    with the dataset: ``ratio`` 100 on a class of 1,000 images asks for 100,000 new images of every class.
+
+    Raises:
+        ValueError: more than :data:`MAX_SYNTHETIC_PER_CLASS` images of a class or
+            :data:`MAX_SYNTHETIC_TOTAL` in all, or a class the dataset does not hold.
+    """
+    counts = counts_for(train_counts, plan)
+    label, most = max(counts.items(), key=lambda item: item[1], default=("", 0))
+    if most > MAX_SYNTHETIC_PER_CLASS:
+        raise ValueError(
+            f"the {plan.mode} plan makes {most} synthetic images of class {label!r} for this dataset; at most "
+            f"{MAX_SYNTHETIC_PER_CLASS} per class are accepted over the API (lower ratio/at_least/counts)"
+        )
+    if sum(counts.values()) > MAX_SYNTHETIC_TOTAL:
+        raise ValueError(
+            f"the {plan.mode} plan makes {sum(counts.values())} synthetic images for this dataset; at most "
+            f"{MAX_SYNTHETIC_TOTAL} in all are accepted over the API"
+        )
+    return counts
 
 
 class EvaluationParams(BaseModel):

@@ -47,7 +47,8 @@ class JobRecord(BaseModel):
     state: JobState = JobState.QUEUED
     queue: str
     params: dict[str, Any] = Field(description="the validated parameters of the job's kind")
-    owner: str = Field(default="", description="id of the API key that submitted the job")
+    owner: str = Field(default="default", description="the team or project the job belongs to (its key's owner)")
+    key_id: str = Field(default="", description="id of the API key that submitted the job")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -3,6 +3,8 @@
 Keys (``P`` is ``Settings.job_key_prefix``)::
 
     P:jobs                  sorted set of job ids by creation time
+    P:jobs:owner:{owner}    the same, per owner (lists of one owner page through it)
+    P:jobs:active:{owner}   ids of the owner's queued and running jobs (the jobs quota)
     P:job:{id}              the record (JSON), changed only through state transitions
     P:job:{id}:progress     the latest Progress (JSON), written by the worker
     P:job:{id}:log          the last ``job_log_lines`` log lines;  P:job:{id}:logn  lines ever written
@@ -126,9 +128,18 @@ class JobStore(Protocol):
         """The job with its latest progress. Raises :class:`JobNotFound`."""
 
     def list(
-        self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        state: JobState | None = None,
+        kind: JobKind | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        owner: str | None = None,
     ) -> JobPage:
-        """Jobs newest first, optionally filtered."""
+        """Jobs newest first, optionally filtered (``owner``: only that owner's, through its own index)."""
+
+    def active_jobs(self, owner: str) -> int:
+        """How many of ``owner``'s jobs are queued or running."""
 
     def transition(
         self,
@@ -230,6 +241,23 @@ class RedisJobStore:
     def _index(self) -> str:
         return f"{self.prefix}:jobs"
 
+    def _owner_index(self, owner: str) -> str:
+        return f"{self.prefix}:jobs:owner:{owner}"
+
+    def _active(self, owner: str) -> str:
+        return f"{self.prefix}:jobs:active:{owner}"
+
+    def active_jobs(self, owner: str) -> int:
+        """The owner's queued and running jobs; entries of jobs that ended by any path are pruned here."""
+        ids = [_text(i) for i in cast(set[bytes], self.redis.smembers(self._active(owner)))]
+        ended = []
+        for job_id, raw in zip(ids, self.redis.mget([self._key(i) for i in ids]) if ids else [], strict=True):
+            if raw is None or JobRecord.model_validate_json(raw).terminal:
+                ended.append(job_id)
+        if ended:
+            self.redis.srem(self._active(owner), *ended)
+        return len(ids) - len(ended)
+
     def running_key(self, queue: str) -> str:
         """``P:jobs:running:{queue}``: the running jobs of ``queue`` scored by lease expiry (see the module doc)."""
         return f"{self.prefix}:jobs:running:{queue}"
@@ -239,7 +267,12 @@ class RedisJobStore:
         stored = record.model_dump_json(exclude={"progress", "cancel_requested"})
         if not self.redis.set(self._key(record.id), stored, nx=True):
             raise ValueError(f"a job with id {record.id!r} already exists")
-        self.redis.zadd(self._index, {record.id: record.created_at.timestamp()})
+        pipe = self.redis.pipeline()
+        pipe.zadd(self._index, {record.id: record.created_at.timestamp()})
+        pipe.zadd(self._owner_index(record.owner), {record.id: record.created_at.timestamp()})
+        if not record.terminal:
+            pipe.sadd(self._active(record.owner), record.id)
+        pipe.execute()
         return record
 
     def get(self, job_id: str) -> JobRecord:
@@ -255,13 +288,29 @@ class RedisJobStore:
         return record
 
     def list(
-        self, *, state: JobState | None = None, kind: JobKind | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        state: JobState | None = None,
+        kind: JobKind | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        owner: str | None = None,
     ) -> JobPage:
+        index = self._index if owner is None else self._owner_index(owner)
+        if state is None and kind is None:  # a page of the index: only the records shown are read
+            ids = cast(list[bytes], self.redis.zrevrange(index, offset, offset + limit - 1))
+            jobs = []
+            for job_id in ids:
+                try:
+                    jobs.append(self.get(_text(job_id)))
+                except JobNotFound:
+                    continue
+            return JobPage(jobs=jobs, total=int(self.redis.zcard(index)))
         matched: list[JobRecord] = []
         total = 0
         start = 0
         while True:
-            ids = cast(list[bytes], self.redis.zrevrange(self._index, start, start + _LIST_BATCH - 1))
+            ids = cast(list[bytes], self.redis.zrevrange(index, start, start + _LIST_BATCH - 1))
             if not ids:
                 break
             start += len(ids)
@@ -305,6 +354,8 @@ class RedisJobStore:
             updated = record.model_copy(update=changes)
             pipe.multi()
             pipe.set(key, updated.model_dump_json(exclude={"progress", "cancel_requested"}))
+            if updated.terminal:
+                pipe.srem(self._active(record.owner), job_id)
 
         self.redis.transaction(apply, key)
         return self.get(job_id)
@@ -357,6 +408,7 @@ class RedisJobStore:
             pipe.multi()
             pipe.set(key, updated.model_dump_json(exclude={"progress", "cancel_requested"}))
             pipe.zrem(self.running_key(current.queue), job_id)
+            pipe.srem(self._active(current.owner), job_id)
 
         self.redis.transaction(apply, key, lease, alive)
         return self.get(job_id)

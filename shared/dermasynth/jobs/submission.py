@@ -10,6 +10,8 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from dermasynth.data.catalog import DatasetCatalog
+from dermasynth.gan.synthesis import SynthesisPlan
+from dermasynth.jobs.params import check_synthesis_budget
 from dermasynth.jobs.queues import QUEUE_OF
 from dermasynth.jobs.records import JobKind, JobRecord, JobState, run_prefix
 from dermasynth.jobs.schemas import Artefact
@@ -36,28 +38,49 @@ class UnknownReference(ValueError):
     """Parameters that name a dataset or job that does not exist (or cannot serve)."""
 
 
+class OverBudget(ValueError):
+    """Parameters that are valid alone but make too much work for the dataset they name."""
+
+
+class QuotaExceeded(RuntimeError):
+    """The owner is at its quota (jobs or stored bytes)."""
+
+
 class QueueUnavailable(RuntimeError):
     """The broker could not take the job; the job is recorded as failed with the reason."""
 
 
-def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog) -> None:
-    """Make sure every dataset and job the parameters name exists and can serve.
+def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog, *, owner: str | None = None) -> None:
+    """Make sure every dataset and job the parameters name exists, can serve and belongs to ``owner``
+    (None: any owner, for admin keys).
 
     Raises:
-        UnknownReference: naming the missing dataset or unusable job.
+        UnknownReference: naming the missing dataset or unusable job (another owner's counts as missing).
+        OverBudget: the synthesis plan makes too many images for the dataset.
     """
     dataset_id = getattr(params, "dataset_id", None)
-    if dataset_id is not None and not registry.exists(dataset_id):
+    if dataset_id is not None and (
+        not registry.exists(dataset_id) or (owner is not None and registry.get(dataset_id).owner != owner)
+    ):
         raise UnknownReference(
             f"dataset {dataset_id!r} is not published; upload or register it first "
             "(GET /v1/datasets lists the datasets)"
         )
+    plan = getattr(params, "plan", None) or getattr(getattr(params, "config", None), "synthesis", None)
+    if dataset_id is not None and isinstance(plan, SynthesisPlan):
+        train = registry.get(dataset_id).stats.splits.get("train", {})
+        try:
+            check_synthesis_budget(plan, train)
+        except ValueError as exc:
+            raise OverBudget(str(exc)) from None
     training_job_id = getattr(params, "training_job_id", None)
     if training_job_id is not None:
         try:
             training = jobs.get(training_job_id)
         except JobNotFound:
             raise UnknownReference(f"training_job_id {training_job_id!r}: no such job") from None
+        if owner is not None and training.owner != owner:
+            raise UnknownReference(f"training_job_id {training_job_id!r}: no such job")
         if training.kind != JobKind.TRAINING or training.state != JobState.SUCCEEDED:
             raise UnknownReference(
                 f"training_job_id {training_job_id!r} is a {training.state.value} "
@@ -66,18 +89,42 @@ def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog
 
 
 def submit_job(
-    kind: JobKind, params: BaseModel, *, owner: str, jobs: JobStore, dispatcher: JobDispatcher, registry: DatasetCatalog
+    kind: JobKind,
+    params: BaseModel,
+    *,
+    owner: str,
+    jobs: JobStore,
+    dispatcher: JobDispatcher,
+    registry: DatasetCatalog,
+    key_id: str = "",
+    admin: bool = False,
+    max_active: int | None = None,
 ) -> JobRecord:
-    """Record a queued job and put it on its queue; never waits for it to run.
+    """Record a queued job of ``owner`` and put it on its queue; never waits for it to run.
+
+    Args:
+        admin: the caller may name any owner's datasets and jobs.
+        max_active: the owner's quota of queued and running jobs (None: no quota).
 
     Raises:
-        UnknownReference: the parameters name something that does not exist.
+        UnknownReference: the parameters name something that does not exist (or is another owner's).
+        QuotaExceeded: the owner already has ``max_active`` jobs queued or running.
         QueueUnavailable: the broker refused the message (the job is then recorded as failed).
     """
-    check_references(params, jobs, registry)
+    check_references(params, jobs, registry, owner=None if admin else owner)
+    if max_active is not None and (active := jobs.active_jobs(owner)) >= max_active:
+        raise QuotaExceeded(
+            f"owner {owner!r} has {active} jobs queued or running, its quota is {max_active} "
+            "(DERMASYNTH_MAX_ACTIVE_JOBS_PER_OWNER); wait for one to finish or cancel one"
+        )
     record = jobs.create(
         JobRecord(
-            id=uuid.uuid4().hex, kind=kind, queue=QUEUE_OF[kind], params=params.model_dump(mode="json"), owner=owner
+            id=uuid.uuid4().hex,
+            kind=kind,
+            queue=QUEUE_OF[kind],
+            params=params.model_dump(mode="json"),
+            owner=owner,
+            key_id=key_id,
         )
     )
     try:
@@ -107,8 +154,9 @@ def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRec
     return record
 
 
-def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(hours=1)) -> list[Artefact]:
-    """The files under ``runs/{job_id}/``, with direct URLs where the store can sign them."""
+def list_artefacts(store: ObjectStore, job_id: str, *, url_expiry: timedelta = timedelta(minutes=5)) -> list[Artefact]:
+    """The files under ``runs/{job_id}/``, with short-lived direct URLs where the store can sign them
+    (signed with the service's own store credentials; ``DERMASYNTH_ARTEFACT_URL_TTL_S``)."""
     prefix = f"{run_prefix(job_id)}/"
     return [
         Artefact(path=key[len(prefix) :], size=store.size(key), url=store.presigned_url(key, url_expiry))

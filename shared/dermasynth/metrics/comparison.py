@@ -6,8 +6,9 @@ two arms have in common (easy and hard images) cancels out and the interval of t
 much narrower than two separate intervals would suggest. With several seeds per arm the resample is
 applied to every seed and the metric comes from the seeds' summed confusion matrices (pooled
 predictions, as in :mod:`dermasynth.metrics.pooled`); the interval therefore measures the test
-set's sampling error around the seeds' pooled result, and the spread between seeds is reported
-separately by the report.
+set's sampling error around the seeds' pooled result. With ``resample_seeds`` every resample also
+draws each arm's seeds with replacement (independently for A and B), so the interval holds the
+variation between training runs as well: "cannot be told apart" then also covers seed luck.
 
 The verdict reads the 95% interval of ``A - B``: entirely above 0, "better"; entirely below 0,
 "worse"; otherwise "cannot be told apart". Identical predictions give a difference of exactly 0 in
@@ -32,6 +33,8 @@ from dermasynth.metrics.pooled import (
     check_predictions,
     pooled_confusions,
     resample_blocks,
+    seed_counts,
+    seed_rng,
 )
 
 Verdict = Literal["better", "worse", "cannot be told apart", "too few test images"]
@@ -60,6 +63,7 @@ class PairedComparison(BaseModel):
     runs_a: int
     runs_b: int
     bootstrap: int
+    resampled_seeds: bool = Field(default=False, description="the interval resamples each arm's seeds too")
     ci_level: float = CI_LEVEL
     overall: dict[str, Difference]
     per_class: dict[str, dict[str, Difference]] = Field(description="class -> accuracy/precision/recall/f1")
@@ -106,6 +110,7 @@ def paired_bootstrap(
     bootstrap: int = 2000,
     seed: int = 0,
     min_support: int = MIN_SUPPORT,
+    resample_seeds: bool = False,
 ) -> PairedComparison:
     """Paired bootstrap of the difference between two arms evaluated on the same test images.
 
@@ -118,6 +123,7 @@ def paired_bootstrap(
         bootstrap: paired resamples (at least 100 for a usable 95% interval).
         seed: seeds the resampling.
         min_support: classes with fewer test images get the verdict "too few test images".
+        resample_seeds: also resample each arm's runs (seeds) in every resample.
 
     Returns:
         Differences ``A - B`` of accuracy, balanced accuracy and macro-F1, and per class of one-vs-rest
@@ -136,9 +142,12 @@ def paired_bootstrap(
     point_a = metrics_from_confusion(pooled_confusions(truth, runs_a, everything, k))
     point_b = metrics_from_confusion(pooled_confusions(truth, runs_b, everything, k))
     draws: dict[str, list[np.ndarray]] = {name: [] for name in point_a}
+    rng_a, rng_b = seed_rng(seed, 1), seed_rng(seed, 2)
     for idx in resample_blocks(truth, k, bootstrap, seed):
-        values_a = metrics_from_confusion(pooled_confusions(truth, runs_a, idx, k))
-        values_b = metrics_from_confusion(pooled_confusions(truth, runs_b, idx, k))
+        counts_a = seed_counts(len(runs_a), rng_a, len(idx)) if resample_seeds else None
+        counts_b = seed_counts(len(runs_b), rng_b, len(idx)) if resample_seeds else None
+        values_a = metrics_from_confusion(pooled_confusions(truth, runs_a, idx, k, counts_a))
+        values_b = metrics_from_confusion(pooled_confusions(truth, runs_b, idx, k, counts_b))
         for name, parts in draws.items():
             parts.append(values_a[name] - values_b[name])
     stacked = {name: np.concatenate(parts) for name, parts in draws.items()}
@@ -163,6 +172,7 @@ def paired_bootstrap(
         runs_a=len(runs_a),
         runs_b=len(runs_b),
         bootstrap=bootstrap,
+        resampled_seeds=resample_seeds,
         overall={name: difference(name) for name in OVERALL_METRICS},
         per_class={
             label: {m: difference(CLASS_METRIC_KEYS[m], c) for m in CLASS_METRICS}

@@ -6,6 +6,11 @@ the 95% interval resamples the test images (stratified by class, as in
 :mod:`dermasynth.metrics.classification`) and applies each resample to every seed at once, so it
 measures how much the figure depends on which test images were drawn. The spread between seeds
 (mean and standard deviation of the per-seed figures) is reported beside it.
+
+With ``resample_seeds`` the bootstrap is two-level: every resample also draws the arm's seeds with
+replacement (as many as it has) and pools the drawn seeds' confusion matrices, so the interval also
+holds the variation between training runs: seeds that disagree widen it, identical seeds leave it as
+it was. With one seed both are the same.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class PooledMetrics(BaseModel):
     per_class: dict[str, dict[str, Estimate]] = Field(description="class -> accuracy/precision/recall/f1")
     confusion_matrix: list[list[int]] = Field(description="summed over runs; rows true, columns predicted")
     bootstrap: int
+    resampled_seeds: bool = Field(default=False, description="the intervals resample the seeds too")
 
 
 def check_predictions(truth: np.ndarray, predictions: Sequence[np.ndarray], k: int) -> np.ndarray:
@@ -76,12 +82,28 @@ def check_predictions(truth: np.ndarray, predictions: Sequence[np.ndarray], k: i
     return stacked.astype(np.int64)
 
 
-def pooled_confusions(truth: np.ndarray, predictions: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """Confusion matrices ``(B, K, K)`` of resamples ``idx`` ``(B, N)``, summed over the runs ``(S, N)``."""
+def pooled_confusions(
+    truth: np.ndarray, predictions: np.ndarray, idx: np.ndarray, k: int, counts: np.ndarray | None = None
+) -> np.ndarray:
+    """Confusion matrices ``(B, K, K)`` of resamples ``idx`` ``(B, N)``, summed over the runs ``(S, N)``.
+
+    ``counts`` ``(B, S)``: how often each resample drew each run (a seed-level resample); default once each.
+    """
     total = np.zeros((len(idx), k, k), dtype=np.int64)
-    for run in predictions:
-        total += confusion_stack(truth[idx], run[idx], k)
+    for s, run in enumerate(predictions):
+        matrices = confusion_stack(truth[idx], run[idx], k)
+        total += matrices if counts is None else counts[:, s, None, None] * matrices
     return total
+
+
+def seed_counts(runs: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    """``(size, runs)``: how often each of ``runs`` seeds is drawn when ``runs`` are drawn with replacement."""
+    return rng.multinomial(runs, np.full(runs, 1.0 / runs), size=size).astype(np.int64)
+
+
+def seed_rng(seed: int, stream: int) -> np.random.Generator:
+    """The seed draws' own random stream (the test-image draws stay those of the plain bootstrap)."""
+    return np.random.default_rng([seed, stream])
 
 
 def resample_blocks(truth: np.ndarray, k: int, bootstrap: int, seed: int) -> Iterator[np.ndarray]:
@@ -101,6 +123,7 @@ def pooled_metrics(
     *,
     bootstrap: int = 1000,
     seed: int = 0,
+    resample_seeds: bool = False,
 ) -> PooledMetrics:
     """Overall and per-class metrics of an arm's runs on the same test images, pooled over the runs.
 
@@ -110,6 +133,7 @@ def pooled_metrics(
         classes: class names in index order.
         bootstrap: stratified resamples of the test images for the 95% intervals (0: none).
         seed: seeds the resampling.
+        resample_seeds: also resample the runs in every resample (two-level bootstrap, see the module).
 
     Raises:
         ValueError: on mismatched shapes or class indices out of range.
@@ -121,8 +145,10 @@ def pooled_metrics(
     pooled_cm = pooled_confusions(truth, runs, np.arange(truth.size)[None], k)
     point = metrics_from_confusion(pooled_cm)
     draws: dict[str, list[np.ndarray]] = {name: [] for name in point}
+    seeds_rng = seed_rng(seed, 1)
     for idx in resample_blocks(truth, k, bootstrap, seed):
-        values = metrics_from_confusion(pooled_confusions(truth, runs, idx, k))
+        counts = seed_counts(len(runs), seeds_rng, len(idx)) if resample_seeds else None
+        values = metrics_from_confusion(pooled_confusions(truth, runs, idx, k, counts))
         for name, parts in draws.items():
             parts.append(values[name])
     stacked = {name: np.concatenate(parts) for name, parts in draws.items()} if bootstrap else {}
@@ -153,4 +179,5 @@ def pooled_metrics(
         },
         confusion_matrix=pooled_cm[0].tolist(),
         bootstrap=bootstrap,
+        resampled_seeds=resample_seeds and bootstrap > 0,
     )

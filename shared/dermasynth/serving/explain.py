@@ -62,18 +62,18 @@ def normalize_cam(cam: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(scale_cam_image(np.maximum(resized, 0)))[0]
 
 
-def overlay_png(preprocessing: Preprocessing, image: Image.Image, heat: np.ndarray) -> bytes:
-    """A PNG of ``heat`` (S, S in [0, 1]) over the image as the model saw it."""
-    seen = preprocessing.pixels_transform()(image).permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+def overlay_png(pixels: np.ndarray, heat: np.ndarray) -> bytes:
+    """A PNG of ``heat`` (S, S in [0, 1]) over uint8 ``pixels`` (3, S, S), the image as the model saw it."""
+    seen = pixels.transpose(1, 2, 0).astype(np.float32) / 255.0
     overlay = show_cam_on_image(seen, heat.astype(np.float32), use_rgb=True)
     buffer = io.BytesIO()
-    Image.fromarray(overlay).save(buffer, format="PNG")
+    Image.fromarray(overlay).save(buffer, format="PNG", compress_level=1)  # small images: speed over bytes
     return buffer.getvalue()
 
 
-def cam_png(cam: np.ndarray, preprocessing: Preprocessing, image: Image.Image) -> bytes:
-    """A PNG of a served class activation map (h, w) over the image as the model saw it."""
-    return overlay_png(preprocessing, image, normalize_cam(cam, preprocessing.image_size))
+def cam_png(cam: np.ndarray, pixels: np.ndarray) -> bytes:
+    """A PNG of a served class activation map (h, w) over the uint8 pixels (3, S, S) the model received."""
+    return overlay_png(pixels, normalize_cam(cam, pixels.shape[-1]))
 
 
 def grad_cam_png(
@@ -87,7 +87,7 @@ def grad_cam_png(
             heat = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])[0]
     finally:
         model.zero_grad(set_to_none=True)  # the model is shared between requests
-    return overlay_png(preprocessing, image, heat)
+    return overlay_png(preprocessing.pixels_transform()(image).numpy(), heat)
 
 
 class Explainer:

@@ -1,6 +1,9 @@
 """The prediction logic behind ``POST /v1/predictions``, independent of HTTP.
 
-Per request: every image is checked and decoded once to RGB (:func:`~dermasynth.data.images.decode_checked`,
+Per request, before any decoding or model lookup: each image's pixel count is read from its header and
+held to a per-image limit (lower than the import limit), and the request's total to a pixel budget; an
+``explain`` request names at most ``max_explained`` images. Then every image is checked and decoded
+once to RGB (:func:`~dermasynth.data.images.decode_checked`,
 the ``inspect_image`` checks: full decode, pixel count capped). Metadata never leaves that step: only
 the pixels go on, and a stripped copy only when retention is on. The pixels are resized and cropped
 by the live version's own :class:`~dermasynth.data.transforms.Preprocessing` and sent, as one uint8
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import time
 import uuid
@@ -25,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy.special import softmax
 
-from dermasynth.data.images import decode_checked
+from dermasynth.data.images import ACCEPTED_FORMATS, RejectReason, decode_checked
 from dermasynth.labels import CLASS_NAMES
 from dermasynth.serving.abstention import decide
 from dermasynth.serving.calibration import MALIGNANT_CLASSES, calibrated_probabilities, malignant_mask
@@ -102,7 +106,17 @@ class _Prepared:
     results: list[ImageResult | None]
     pixels: list[np.ndarray]
     indices: list[int]
-    images: list[Image.Image]
+    images: list[Image.Image]  # for explanations: the resized, cropped image the model saw, never the full one
+
+
+def header_pixels(data: bytes) -> int | None:
+    """width*height from an accepted format's header (nothing decoded), or None when it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+            width, height = img.size
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None
+    return width * height
 
 
 class Predictor:
@@ -128,6 +142,8 @@ class Predictor:
         max_pixels: int,
         retention: Retention | None = None,
         explainer: Explainer | None = None,
+        max_request_pixels: int | None = None,
+        max_explained: int | None = None,
     ) -> None:
         self.client = client
         self.registry = registry
@@ -137,6 +153,8 @@ class Predictor:
         self.max_pixels = max_pixels
         self.retention = retention
         self.explainer = explainer
+        self.max_request_pixels = max_request_pixels
+        self.max_explained = max_explained
 
     async def predict(
         self, uploads: list[Upload], *, top_k: int = 3, explain: bool = False, model: str | None = None
@@ -154,13 +172,30 @@ class Predictor:
             raise BadRequest(f"{len(uploads)} images in one request; at most {self.max_images} are accepted")
         if top_k < 1:
             raise BadRequest(f"top_k must be at least 1, got {top_k}")
+        if explain and self.max_explained is not None and len(uploads) > self.max_explained:
+            raise BadRequest(
+                f"explain=true with {len(uploads)} images; at most {self.max_explained} images are explained per "
+                "request (DERMASYNTH_MAX_EXPLAINED_IMAGES): send fewer, or explain=false"
+            )
         name = model or self.default_model
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
+        oversized = self._check_pixel_budget(uploads)
+        if len(oversized) == len(uploads):  # nothing left to answer: no model needed
+            return PredictionResponse(
+                request_id=request_id,
+                model=name,
+                model_version=None,
+                results=list(oversized.values()),
+                succeeded=0,
+                failed=len(uploads),
+            )
         version, contract = await self.live.get(name)
         if explain and not contract.has_cam and self.explainer is None:
             raise BadRequest("explanations are not available for this model on this gateway")
-        prepared = await asyncio.to_thread(self._prepare, uploads, contract, explain)
+        prepared = await asyncio.to_thread(
+            self._prepare, uploads, contract, explain and not contract.has_cam, oversized
+        )
         prepared_at = time.perf_counter()
         output: InferenceOutput | None = None
         if prepared.pixels:
@@ -168,8 +203,10 @@ class Predictor:
                 output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
             except VersionUnavailable:  # a deploy or rollback moved the live pointer: follow it once
                 version, new_contract = await self.live.get(name, refresh=True)
-                if new_contract.preprocessing != contract.preprocessing:
-                    prepared = await asyncio.to_thread(self._prepare, uploads, new_contract, explain)
+                if new_contract.preprocessing != contract.preprocessing or new_contract.has_cam != contract.has_cam:
+                    prepared = await asyncio.to_thread(
+                        self._prepare, uploads, new_contract, explain and not new_contract.has_cam, oversized
+                    )
                 contract = new_contract
                 output = await self.client.infer(name, version, np.stack(prepared.pixels), explain and contract.has_cam)
         inferred_at = time.perf_counter()
@@ -209,19 +246,55 @@ class Predictor:
             failed=len(final) - succeeded,
         )
 
-    def _prepare(self, uploads: list[Upload], contract: ServingContract, keep_images: bool) -> _Prepared:
+    def _check_pixel_budget(self, uploads: list[Upload]) -> dict[int, ImageError]:
+        """Per-image pixel errors from the headers alone; raises :class:`BadRequest` over the request budget."""
+        oversized: dict[int, ImageError] = {}
+        total = 0
+        for index, upload in enumerate(uploads):
+            pixels = header_pixels(upload.data)
+            if pixels is None:
+                continue  # not readable: the full check says why
+            if pixels > self.max_pixels:
+                oversized[index] = ImageError(
+                    file=upload.filename,
+                    reason=RejectReason.TOO_LARGE,
+                    detail=f"{pixels} pixels exceeds the limit of {self.max_pixels} pixels per image sent for "
+                    "prediction (DERMASYNTH_MAX_PREDICTION_IMAGE_PIXELS)",
+                )
+                continue
+            total += pixels
+        if self.max_request_pixels is not None and total > self.max_request_pixels:
+            raise BadRequest(
+                f"the images of this request hold {total} pixels in all, more than the budget of "
+                f"{self.max_request_pixels} per request (DERMASYNTH_MAX_PREDICTION_REQUEST_PIXELS); send fewer or "
+                "smaller images"
+            )
+        return oversized
+
+    def _prepare(
+        self,
+        uploads: list[Upload],
+        contract: ServingContract,
+        keep_images: bool,
+        oversized: dict[int, ImageError] | None = None,
+    ) -> _Prepared:
         transform = contract.preprocessing.pixels_transform()
         prepared = _Prepared(results=[None] * len(uploads), pixels=[], indices=[], images=[])
         for index, upload in enumerate(uploads):
+            if oversized and index in oversized:
+                prepared.results[index] = oversized[index]
+                continue
             check, image = decode_checked(upload.data, self.max_pixels)
             if image is None:
                 assert check.reason is not None
                 prepared.results[index] = ImageError(file=upload.filename, reason=check.reason, detail=check.detail)
                 continue
-            prepared.pixels.append(transform(image).numpy())
+            seen = transform(image).numpy()  # resized and cropped: the full-size image is dropped here
+            del image
+            prepared.pixels.append(seen)
             prepared.indices.append(index)
             if keep_images:
-                prepared.images.append(image)
+                prepared.images.append(Image.fromarray(np.ascontiguousarray(seen.transpose(1, 2, 0))))
         return prepared
 
     def _answer(
@@ -259,7 +332,7 @@ class Predictor:
             label = int(labels[row])
             png = None
             if explain and output.cams is not None:
-                png = cam_png(output.cams[row, label], contract.preprocessing, prepared.images[row])
+                png = cam_png(output.cams[row, label], prepared.pixels[row])
             elif explain and self.explainer is not None:
                 png = self.explainer.explain(
                     name, output.model_version, contract.preprocessing, prepared.images[row], label

@@ -55,8 +55,10 @@ class ModelRegistry:
     def _key(self, name: str, *parts: str) -> str:
         return "/".join([REGISTRY_PREFIX, check_model_name(name), *parts])
 
-    def register(self, name: str, exported: ExportedModel, lineage: ModelLineage) -> ModelVersionInfo:
-        """Store ``exported`` as the next version of ``name`` (not yet live) and record its lineage."""
+    def register(
+        self, name: str, exported: ExportedModel, lineage: ModelLineage, owner: str = "default"
+    ) -> ModelVersionInfo:
+        """Store ``exported`` as the next version of ``name`` (not yet live) for ``owner``, with its lineage."""
         version = self.repository.add_version(name, exported)
         contract = exported.contract
         info = ModelVersionInfo(
@@ -72,12 +74,18 @@ class ModelRegistry:
             set_coverage=contract.conformal.coverage if contract.conformal else None,
             malignant_threshold=contract.operating_point.threshold if contract.operating_point else None,
             lineage=lineage,
+            owner=owner,
         )
         self.store.put_bytes(
             self._key(name, "versions", f"{version}.json"), info.model_dump_json(indent=2).encode(), "application/json"
         )
         log.info("registered model %s version %d (run %s)", name, version, lineage.run)
         return info
+
+    def owner(self, name: str) -> str | None:
+        """The owner of model ``name``: its first version's (None when nothing is registered)."""
+        versions = self.versions(name)
+        return versions[0].owner if versions else None
 
     def names(self) -> list[str]:
         """Models with at least one registered version."""

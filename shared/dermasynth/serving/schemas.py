@@ -120,6 +120,7 @@ class ModelVersionInfo(BaseModel):
     set_coverage: float | None = None
     malignant_threshold: float | None = None
     lineage: ModelLineage
+    owner: str = Field(default="default", description="the team or project the version belongs to")
     live: bool = False
 
 

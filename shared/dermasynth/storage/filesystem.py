@@ -8,20 +8,32 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from dermasynth.storage.base import ObjectNotFound, check_key, check_prefix
+from dermasynth.storage.base import InvalidKey, ObjectNotFound, check_key, check_prefix
 
 _TMP_PREFIX = ".tmp-"
 
 
 class FilesystemStore:
-    """Objects are files under ``root``; writes go to a temporary file first and are renamed into place."""
+    """Objects are files under ``root``; writes go to a temporary file first and are renamed into place.
+
+    Symbolic links are never followed out of ``root``: every path is resolved and must stay under it
+    (a key whose resolved path leaves the root is refused as :class:`InvalidKey`), and listings skip
+    links that point outside.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        path = self.root / check_key(key)
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise InvalidKey(f"object key {key!r} leads outside the store (a symbolic link); refused")
+        return resolved
+
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.root)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         target = self._path(key)
@@ -73,7 +85,7 @@ class FilesystemStore:
         check_prefix(prefix)
         keys = []
         for path in self.root.rglob("*"):
-            if path.is_file() and not path.name.startswith(_TMP_PREFIX):
+            if path.is_file() and not path.name.startswith(_TMP_PREFIX) and self._inside(path):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)

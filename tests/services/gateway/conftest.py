@@ -51,3 +51,8 @@ def dataset_id(client: TestClient, engineer: dict[str, str], demo_dataset: Manif
     )
     assert response.status_code == 201, response.text
     return str(response.json()["dataset"]["id"])
+
+
+@pytest.fixture(scope="module")
+def admin(shared_platform: Platform) -> dict[str, str]:
+    return {"X-API-Key": shared_platform.key(Scope.ADMIN)}

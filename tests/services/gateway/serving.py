@@ -36,6 +36,8 @@ class ServingPlatform(Platform):
             "DERMASYNTH_STORE_ROOT": str(self.store_root),
             "DERMASYNTH_DEPLOY_SETTLE_S": "1",
             "DERMASYNTH_MAX_PREDICTION_IMAGES": "8",
+            # load tests stream thousands of requests a minute with one key; the limit has its own test
+            "DERMASYNTH_RATE_LIMIT_PER_MINUTE": "0",
         }
 
     @property

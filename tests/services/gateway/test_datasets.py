@@ -104,15 +104,15 @@ def test_register_a_prefix_in_the_store(
     store = FilesystemStore(shared_platform.root / "store")
     for label in ("akiec", "vasc"):
         for i in range(4):
-            store.put_bytes(f"incoming/batch7/{label}/img_{i}.jpg", jpeg((20 * i, 80, 120)))
+            store.put_bytes(f"incoming/default/batch7/{label}/img_{i}.jpg", jpeg((20 * i, 80, 120)))
     response = client.post(
-        "/v1/datasets/register", headers=engineer, json={"prefix": "incoming/batch7", "name": "batch 7"}
+        "/v1/datasets/register", headers=engineer, json={"prefix": "incoming/default/batch7", "name": "batch 7"}
     )
     assert response.status_code == 201, response.text
     assert response.json()["dataset"]["origin"] == "store"
     assert response.json()["dataset"]["stats"]["classes"] == {"akiec": 4, "vasc": 4}
     for body, reason in (
-        ({"prefix": "incoming/nothing", "name": "x"}, "empty_prefix"),
+        ({"prefix": "incoming/default/nothing", "name": "x"}, "empty_prefix"),
         ({"prefix": "../etc", "name": "x"}, "invalid_path"),
     ):
         response = client.post("/v1/datasets/register", headers=engineer, json=body)

@@ -170,8 +170,8 @@ CASES: list[Case] = [
         "register an absolute path",
         "POST",
         "/v1/datasets/register",
-        (422,),
-        ("invalid_path", "empty_prefix"),
+        (403, 422),
+        ("invalid_path", "empty_prefix", "forbidden_prefix"),
         kwargs={"json": {"prefix": "/etc/passwd", "name": "x"}},
     ),
     Case(
@@ -391,6 +391,7 @@ CASES: list[Case] = [
         "/v1/models/classifier/deploy",
         (422,),
         ("invalid_request",),
+        as_="deployer",
         kwargs={"json": {"version": 0}},
     ),
     Case(
@@ -440,6 +441,7 @@ def identities(platform: ServingPlatform) -> dict[str, dict[str, str]]:
     return {
         "engineer": platform.headers(Scope.ENGINEER),
         "clinician": platform.headers(Scope.CLINICIAN),
+        "deployer": platform.headers(Scope.DEPLOYER),
         "nobody": {},
         "forged": {"Authorization": f"Bearer dsk_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"},
         "revoked": {"Authorization": f"Bearer {revoked.token}"},

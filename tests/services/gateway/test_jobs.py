@@ -25,7 +25,7 @@ def _submit(client: TestClient, headers: dict[str, str], body: Any) -> httpx.Res
 
 
 def test_submit_returns_202_with_a_queued_job_and_a_message_on_its_queue(
-    client: TestClient, engineer: dict[str, str], dataset_id: str, shared_platform: Platform
+    client: TestClient, engineer: dict[str, str], admin: dict[str, str], dataset_id: str, shared_platform: Platform
 ) -> None:
     broker = redis.Redis.from_url(shared_platform.redis_url)
     queue = f"{broker_key_prefix(shared_platform.settings)}train"
@@ -42,8 +42,8 @@ def test_submit_returns_202_with_a_queued_job_and_a_message_on_its_queue(
     assert client.get(f"/v1/jobs/{job['id']}", headers=engineer).json()["state"] == "queued"
     listed = client.get("/v1/jobs", headers=engineer, params={"kind": "training", "state": "queued"}).json()
     assert job["id"] in [j["id"] for j in listed["jobs"]]
-    assert 'dermasynth_queue_length{queue="train"}' in client.get("/metrics").text
-    assert 'dermasynth_jobs_submitted_total{kind="training"}' in client.get("/metrics").text
+    assert 'dermasynth_queue_length{queue="train"}' in client.get("/metrics", headers=admin).text
+    assert 'dermasynth_jobs_submitted_total{kind="training"}' in client.get("/metrics", headers=admin).text
 
 
 def test_cancel_a_queued_job_then_refuse_a_second_cancel(

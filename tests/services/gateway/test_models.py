@@ -45,7 +45,7 @@ def client(platform: ServingPlatform) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def engineer(platform: ServingPlatform) -> dict[str, str]:
-    return platform.headers(Scope.ENGINEER)
+    return platform.headers(Scope.ENGINEER, Scope.DEPLOYER)
 
 
 def test_versions_lineage_and_the_live_version(served: Served, client: TestClient, engineer: dict[str, str]) -> None:

@@ -176,7 +176,7 @@ def test_triton_down_is_503_and_the_gateway_recovers_by_itself(
         down = client.post("/v1/predictions", files=files, headers=clinician)
         assert down.status_code == 503 and down.json()["reason"] == "inference_unavailable"
         assert f"127.0.0.1:{port}" in down.json()["detail"]
-        ready = client.get("/v1/health/ready").json()
+        ready = client.get("/v1/health/ready", headers=platform.headers(Scope.ADMIN)).json()
         assert ready["status"] == "unready" and ready["checks"]["triton"] != "ok"
 
         triton = LocalTriton(str(served.store.root / "models"), tmp_path / "triton", http_port=port)
@@ -187,7 +187,9 @@ def test_triton_down_is_503_and_the_gateway_recovers_by_itself(
                 assert answer.status_code == 503, answer.text
                 assert time.monotonic() < deadline, "the gateway did not recover"
                 time.sleep(0.5)
-            assert client.get("/v1/health/ready").json()["checks"]["triton"] == "ok"
+            assert (
+                client.get("/v1/health/ready", headers=platform.headers(Scope.ADMIN)).json()["checks"]["triton"] == "ok"
+            )
             assert triton.process is not None
             os.killpg(triton.process.pid, signal.SIGKILL)  # Triton killed mid-service
             triton.process.wait(timeout=30)

@@ -1,0 +1,89 @@
+"""The audit trail: who did what (key id, owner, action, resource, time), kept in a Redis stream.
+
+Entries are appended to ``P:audit`` and trimmed to ``retention`` on every write (``XADD ... MINID``),
+so the stream never holds entries older than the configured period. For predictions an entry names
+the model, its version and the number of images, never image content. Admin keys query it through
+``GET /v1/audit``, newest first, paged by entry id.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import redis
+from pydantic import BaseModel, Field
+
+_FIELDS = ("key_id", "owner", "action", "resource", "status", "model", "model_version", "images")
+
+
+class AuditEntry(BaseModel):
+    """One audited request."""
+
+    id: str = Field(default="", description="the stream entry id (time-ordered); page with ?before=<id>")
+    time: datetime
+    key_id: str
+    owner: str
+    action: str = Field(description="METHOD and route, e.g. 'POST /v1/models/{name}/deploy'")
+    resource: str = Field(description="the path asked for, e.g. '/v1/models/classifier/deploy'")
+    status: int
+    model: str | None = None
+    model_version: int | None = None
+    images: int | None = None
+
+
+class AuditPage(BaseModel):
+    """Entries newest first; ``next_before`` pages on (None: no older entries)."""
+
+    entries: list[AuditEntry]
+    next_before: str | None = None
+
+
+class AuditLog:
+    """Appends and queries audit entries in one Redis stream."""
+
+    def __init__(self, client: redis.Redis, prefix: str, retention: timedelta) -> None:
+        self.redis = client
+        self.key = f"{prefix}:audit"
+        self.retention = retention
+
+    def record(self, entry: AuditEntry) -> str:
+        """Append ``entry`` (its ``time`` is the stream id) and drop entries older than the retention."""
+        fields: dict[Any, Any] = {name: str(value) for name in _FIELDS if (value := getattr(entry, name)) is not None}
+        now_ms = int(entry.time.timestamp() * 1000)
+        min_id = max(0, int(time.time() * 1000) - int(self.retention.total_seconds() * 1000))
+        entry_id = self.redis.xadd(self.key, fields, id=f"{now_ms}-*", minid=min_id, approximate=False)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def query(
+        self,
+        *,
+        owner: str | None = None,
+        key_id: str | None = None,
+        action: str | None = None,
+        before: str | None = None,
+        limit: int = 100,
+        scan: int = 5000,
+    ) -> AuditPage:
+        """Entries newest first, filtered; at most ``scan`` stream entries are read per call (then page on)."""
+        upper = f"({before}" if before else "+"
+        raw = cast(list[tuple[bytes, dict[bytes, bytes]]], self.redis.xrevrange(self.key, upper, "-", count=scan))
+        entries: list[AuditEntry] = []
+        last: str | None = None
+        for entry_id, fields in raw:
+            last = entry_id.decode()
+            values = {k.decode(): v.decode() for k, v in fields.items()}
+            if owner is not None and values.get("owner") != owner:
+                continue
+            if key_id is not None and values.get("key_id") != key_id:
+                continue
+            if action is not None and action not in values.get("action", ""):
+                continue
+            millis = int(last.split("-")[0])
+            entries.append(
+                AuditEntry.model_validate({**values, "id": last, "time": datetime.fromtimestamp(millis / 1000, UTC)})
+            )
+            if len(entries) == limit:
+                return AuditPage(entries=entries, next_before=last)
+        return AuditPage(entries=entries, next_before=last if len(raw) == scan else None)
