@@ -170,8 +170,8 @@ CASES: list[Case] = [
         "register an absolute path",
         "POST",
         "/v1/datasets/register",
-        (422,),
-        ("invalid_path", "empty_prefix"),
+        (403, 422),
+        ("invalid_path", "empty_prefix", "forbidden_prefix"),  # only incoming/{owner}/ (issue 12)
         kwargs={"json": {"prefix": "/etc/passwd", "name": "x"}},
     ),
     Case(
@@ -391,6 +391,7 @@ CASES: list[Case] = [
         "/v1/models/classifier/deploy",
         (422,),
         ("invalid_request",),
+        as_="deployer",  # changing the live model needs the deployer scope (issue 12)
         kwargs={"json": {"version": 0}},
     ),
     Case(
@@ -439,6 +440,7 @@ def identities(platform: ServingPlatform) -> dict[str, dict[str, str]]:
     keys.revoke(revoked.key.id)
     return {
         "engineer": platform.headers(Scope.ENGINEER),
+        "deployer": platform.headers(Scope.ENGINEER, Scope.DEPLOYER),
         "clinician": platform.headers(Scope.CLINICIAN),
         "nobody": {},
         "forged": {"Authorization": f"Bearer dsk_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"},

@@ -37,7 +37,9 @@ def test_401_403_404_405_409_422(client: TestClient, engineer: dict[str, str], c
     assert_problem(client.get("/v1/jobs", headers={"X-API-Key": "dsk_forged_secret"}), 401, "unauthorized")
     assert "engineer scope" in assert_problem(client.get("/v1/jobs", headers=clinician), 403, "forbidden")["detail"]
     assert_problem(client.get(f"/v1/jobs/{'0' * 32}", headers=engineer), 404, "not_found")
-    assert "no such path" in assert_problem(client.get("/v1/nothing-here"), 404, "not_found")["detail"]
+    assert (
+        "no such path" in assert_problem(client.get("/v1/nothing-here", headers=engineer), 404, "not_found")["detail"]
+    )
     assert_problem(client.delete("/v1/jobs", headers=engineer), 405, "method_not_allowed")
     invalid = assert_problem(
         client.get("/v1/jobs", headers=engineer, params={"limit": 0, "state": "sleeping"}), 422, "invalid_request"
@@ -69,7 +71,7 @@ def test_413_over_the_body_limit(shared_platform: Platform, engineer: dict[str, 
         services.close()
 
 
-def test_429_and_any_http_exception_become_problems(shared_platform: Platform) -> None:
+def test_429_and_any_http_exception_become_problems(shared_platform: Platform, engineer: dict[str, str]) -> None:
     services = Services.from_settings(shared_platform.settings)
     app = create_app(services=services)
 
@@ -79,7 +81,7 @@ def test_429_and_any_http_exception_become_problems(shared_platform: Platform) -
 
     try:
         with TestClient(app, raise_server_exceptions=False) as test_client:
-            response = test_client.get("/limited")
+            response = test_client.get("/limited", headers=engineer)
             assert_problem(response, 429, "too_many_requests")
             assert response.headers["retry-after"] == "1"
     finally:
