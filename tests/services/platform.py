@@ -60,6 +60,7 @@ class Platform:
             "DERMASYNTH_STORE_ROOT": str(self.root / "store"),
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",  # several gateways share this host
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE",
