@@ -114,6 +114,7 @@ class Stack:
             "DERMASYNTH_S3_SECRET_KEY": "bench-secret",
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",
             "DERMASYNTH_LOG_LEVEL": "INFO",
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",

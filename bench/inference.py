@@ -287,6 +287,7 @@ def main() -> None:
             "DERMASYNTH_LOG_LEVEL": "WARNING",
             "DERMASYNTH_CACHE_ROOT": str(work / "cache"),
             "DERMASYNTH_RATE_LIMIT_PER_MINUTE": "0",  # one key drives the whole load
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",
         }
         token = ""
         if "gateway" not in skip:  # the gateway checks API keys in Redis

@@ -91,6 +91,7 @@ class Stack:
             "DERMASYNTH_CACHE_ROOT": str(root / "cache"),
             "DERMASYNTH_API_KEY_PEPPER": PEPPER,
             "DERMASYNTH_WORKER_METRICS_PORT": "0",
+            "DERMASYNTH_GATEWAY_INTERNAL_PORT": "0",
             "DERMASYNTH_LOG_LEVEL": "WARNING",
             "OMP_WAIT_POLICY": "PASSIVE",
         }
