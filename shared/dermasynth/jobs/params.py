@@ -49,7 +49,7 @@ def _api_weights(model: str, weights: str | None) -> str | None:
         enum = torchvision.models.get_model_weights(model)
     except (ValueError, KeyError):
         enum = None
-    names = [] if enum is None else ["DEFAULT", *enum.__members__]
+    names = [] if enum is None else list(dict.fromkeys(["DEFAULT", *enum.__members__]))  # DEFAULT is also a member
     member = weights.split(".", 1)[1] if enum is not None and weights.startswith(enum.__name__ + ".") else weights
     if member not in names:
         accepted = ", ".join(names) if names else f"none ({model} has no torchvision weights)"

@@ -67,7 +67,7 @@ def test_experiment_job_runs_every_arm_and_writes_the_report(
 def test_api_limits_on_experiments() -> None:
     with pytest.raises(ValueError, match="at most 200"):
         ExperimentParams.model_validate({"dataset_id": "ds-1", "config": {**TINY, "seeds": list(range(101))}})
-    with pytest.raises(ValueError, match="local file"):
+    with pytest.raises(ValueError, match="no files of the worker"):
         ExperimentParams.model_validate(
             {"dataset_id": "ds-1", "config": {**TINY, "train": {**TINY["train"], "weights": "/tmp/w.pth"}}}
         )  # type: ignore[dict-item]
