@@ -20,6 +20,7 @@ from PIL import Image
 
 from dermasynth.auth import RedisApiKeyStore, Scope
 from dermasynth.auth.audit import AuditEntry, AuditLog
+from dermasynth.config import Settings
 from services.gateway.app import create_app
 from services.gateway.metrics import serve_internal_metrics
 from services.gateway.services import Services
@@ -227,6 +228,26 @@ def test_rate_limits_per_key(shared_platform: Platform) -> None:
             assert limited.status_code == 429 and limited.json()["reason"] == "rate_limited"
             assert 1 <= int(limited.headers["retry-after"]) <= 60
             assert client.get("/v1/jobs", headers=other).status_code == 200  # per key
+    finally:
+        services.close()
+
+
+def test_the_default_rate_limit_lets_its_budget_through_then_refuses(shared_platform: Platform) -> None:
+    """What users run: the default budget per key and minute, not the small one above."""
+    budget = Settings.model_fields["rate_limit_per_minute"].default
+    services = Services.from_settings(shared_platform.settings.model_copy(update={"rate_limit_per_minute": budget}))
+    headers = {"X-API-Key": _key(shared_platform, "team-d", Scope.ENGINEER)}
+    if time.time() % 60 > 30:  # the budget's requests must all fall inside one window
+        time.sleep(61 - time.time() % 60)
+    window = int(time.time() // 60)
+    try:
+        with TestClient(create_app(services=services)) as client:
+            codes = [client.get("/v1/jobs", headers=headers, params={"limit": 1}).status_code for _ in range(budget)]
+            limited = client.get("/v1/jobs", headers=headers, params={"limit": 1})
+        if int(time.time() // 60) != window:
+            pytest.skip("the requests straddled a minute window on this machine")
+        assert codes == [200] * budget
+        assert limited.status_code == 429 and limited.json()["reason"] == "rate_limited"
     finally:
         services.close()
 
