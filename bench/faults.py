@@ -459,7 +459,7 @@ def main() -> None:
         stack = Stack(Path(work), args)
         try:
             demo = make_demo_dataset(Path(work) / "demo", count=140, size=32, seed=7)
-            dataset_id = stack.registry.publish(demo.root, name="demo", origin="local").id
+            dataset_id = stack.registry.publish(demo.root, name="demo", origin="local", owner="bench").id
             if not {"kill9", "sigterm", "redis", "store"} <= skip:
                 stack.start_worker("w1")
                 stack.start_worker("w2")

@@ -32,7 +32,7 @@ def test_killed_workers_jobs_resume_elsewhere_or_cancel_at_once(platform: Platfo
     assert settings.job_visibility_timeout_s == 12 * 3600 and settings.job_lease_s == 60  # production defaults
     store = FilesystemStore(settings.store_root)
     registry = DatasetCatalog(store, settings.cache_root)
-    dataset = registry.publish(demo_dataset.root, name="demo", origin="local")
+    dataset = registry.publish(demo_dataset.root, name="demo", origin="local", owner="test")
     jobs = RedisJobStore(redis.Redis.from_url(settings.redis_url), settings.job_key_prefix)
     dispatcher = CeleryDispatcher(make_celery(settings))
     first, doomed = platform.start_worker("first"), platform.start_worker("doomed")

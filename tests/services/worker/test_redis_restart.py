@@ -28,7 +28,7 @@ def test_redis_restart_loses_no_job(tmp_path: Path, demo_dataset: Manifest) -> N
         settings = platform.settings
         store = FilesystemStore(settings.store_root)
         registry = DatasetCatalog(store, settings.cache_root)
-        dataset = registry.publish(demo_dataset.root, name="demo", origin="local")
+        dataset = registry.publish(demo_dataset.root, name="demo", origin="local", owner="test")
         jobs = RedisJobStore.from_url(settings.redis_url, settings.job_key_prefix)
         platform.start_worker("only")
         config = TrainConfig(model="mobilenet_v3_small", image_size=16, batch_size=16, num_workers=0, epochs=8)

@@ -25,7 +25,7 @@ def test_sigterm_hands_the_job_back_within_the_grace_period(platform: Platform, 
     settings = platform.settings
     store = FilesystemStore(settings.store_root)
     registry = DatasetCatalog(store, settings.cache_root)
-    dataset = registry.publish(demo_dataset.root, name="demo", origin="local")
+    dataset = registry.publish(demo_dataset.root, name="demo", origin="local", owner="test")
     jobs = RedisJobStore(redis.Redis.from_url(settings.redis_url), settings.job_key_prefix)
     workers = {name: platform.start_worker(name) for name in ("first", "second")}
     config = TrainConfig(model="mobilenet_v3_small", image_size=16, batch_size=16, num_workers=0, epochs=12)

@@ -65,7 +65,7 @@ def test_a_store_outage_mid_job_is_retried_and_the_job_resumes(
     )
     store = open_store(settings)
     registry = DatasetCatalog(store, settings.cache_root)
-    dataset = registry.publish(demo_dataset.root, name="demo", origin="local")
+    dataset = registry.publish(demo_dataset.root, name="demo", origin="local", owner="test")
     jobs = RedisJobStore.from_url(settings.redis_url, settings.job_key_prefix)
     platform.start_worker("only", env=env)
     config = TrainConfig(model="mobilenet_v3_small", image_size=16, batch_size=16, num_workers=0, epochs=8)
