@@ -33,6 +33,7 @@ TASK_MODULES = [
     "services.worker.tasks.evaluation",
     "services.worker.tasks.experiment",
     "services.worker.tasks.export",
+    "services.worker.tasks.ingest",
 ]
 
 app = make_celery(get_settings(), "dermasynth-worker")

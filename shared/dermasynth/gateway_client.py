@@ -46,6 +46,7 @@ PROBLEM_TYPE_PREFIX = "https://dermasynth.dev/problems/"
 UNREACHABLE = "unreachable"
 MISSING_KEY = "missing_key"
 BAD_ANSWER = "bad_answer"
+INGEST_FAILED = "ingest_failed"
 M = TypeVar("M", bound=BaseModel)
 
 _REASON_OF_STATUS = {
@@ -228,6 +229,29 @@ class GatewayClient:
             raise error_of(response)
 
     # -- datasets ------------------------------------------------------------------------------------
+    # Upload and register answer 202 with an ``ingest`` job: ``start_*`` return it at once; the others
+    # wait for it and return the new dataset with its import report, or raise the job's failure.
+    def start_upload(
+        self,
+        source: Path,
+        name: str,
+        *,
+        fmt: str = "auto",
+        seed: int = 0,
+        val_frac: float = 0.15,
+        test_frac: float = 0.15,
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Upload a dataset (a ``.zip`` file, or a folder zipped on the fly); returns the queued ingest job."""
+        form = {"name": name, "format": fmt, "seed": str(seed), "val_frac": str(val_frac), "test_frac": str(test_frac)}
+        if source.is_dir():
+            with tempfile.TemporaryFile() as zipped:
+                write_archive(source, zipped)
+                zipped.seek(0)
+                return self._upload(zipped, f"{source.name}.zip", form, idempotency_key)
+        with source.open("rb") as handle:
+            return self._upload(handle, source.name, form, idempotency_key)
+
     def upload_dataset(
         self,
         source: Path,
@@ -237,20 +261,40 @@ class GatewayClient:
         seed: int = 0,
         val_frac: float = 0.15,
         test_frac: float = 0.15,
+        on_update: Callable[[JobRecord], None] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[DatasetInfo, ImportReport]:
-        """Upload a dataset: a ``.zip`` file, or a folder (zipped on the fly)."""
-        form = {"name": name, "format": fmt, "seed": str(seed), "val_frac": str(val_frac), "test_frac": str(test_frac)}
-        if source.is_dir():
-            with tempfile.TemporaryFile() as zipped:
-                write_archive(source, zipped)
-                zipped.seek(0)
-                return self._upload(zipped, f"{source.name}.zip", form)
-        with source.open("rb") as handle:
-            return self._upload(handle, source.name, form)
+        """Upload a dataset and wait for its ingest job; the new dataset and its import report.
 
-    def _upload(self, handle: IO[bytes], filename: str, form: dict[str, str]) -> tuple[DatasetInfo, ImportReport]:
-        response = self._call("POST", "/v1/datasets", data=form, files={"file": (filename, handle, "application/zip")})
-        return _dataset_and_report(response)
+        Raises:
+            GatewayError: the upload was refused, or its job failed (reason ``ingest_failed``, the job's error).
+        """
+        job = self.start_upload(source, name, fmt=fmt, seed=seed, val_frac=val_frac, test_frac=test_frac)
+        return self.ingested(self.wait(job.id, timeout_s=timeout_s, on_update=on_update))
+
+    def _upload(
+        self, handle: IO[bytes], filename: str, form: dict[str, str], idempotency_key: str | None = None
+    ) -> JobRecord:
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        response = self._call(
+            "POST", "/v1/datasets", data=form, files={"file": (filename, handle, "application/zip")}, headers=headers
+        )
+        return _parse(JobRecord, response)
+
+    def start_upload_archive(
+        self,
+        handle: IO[bytes],
+        filename: str,
+        name: str,
+        *,
+        size: int,
+        fmt: str = "auto",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> JobRecord:
+        """Upload an open ``.zip`` of ``size`` bytes, calling ``on_progress(sent, size)`` as it is read;
+        returns the queued ingest job."""
+        reader: Any = _ProgressReader(handle, size, on_progress) if on_progress else handle
+        return self._upload(reader, filename, {"name": name, "format": fmt})
 
     def upload_archive(
         self,
@@ -261,19 +305,45 @@ class GatewayClient:
         size: int,
         fmt: str = "auto",
         on_progress: Callable[[int, int], None] | None = None,
+        on_update: Callable[[JobRecord], None] | None = None,
     ) -> tuple[DatasetInfo, ImportReport]:
-        """Upload an open ``.zip`` of ``size`` bytes, calling ``on_progress(sent, size)`` as it is read."""
-        reader: Any = _ProgressReader(handle, size, on_progress) if on_progress else handle
-        return self._upload(reader, filename, {"name": name, "format": fmt})
+        """:meth:`start_upload_archive`, then wait for the job (``on_update`` sees each poll)."""
+        job = self.start_upload_archive(handle, filename, name, size=size, fmt=fmt, on_progress=on_progress)
+        return self.ingested(self.wait(job.id, on_update=on_update))
 
     def import_report(self, dataset_id: str) -> ImportReport:
         """The per-file report of an uploaded or registered dataset (404 for one a job made)."""
         return _parse(ImportReport, self._call("GET", f"/v1/datasets/{dataset_id}/report"))
 
-    def register_dataset(self, prefix: str, name: str, **options: Any) -> tuple[DatasetInfo, ImportReport]:
-        """Import a dataset that lies in the object store under ``prefix``."""
+    def start_register(self, prefix: str, name: str, **options: Any) -> JobRecord:
+        """Import a dataset that lies in the object store under ``prefix``; returns the queued ingest job."""
         response = self._call("POST", "/v1/datasets/register", json={"prefix": prefix, "name": name, **options})
-        return _dataset_and_report(response)
+        return _parse(JobRecord, response)
+
+    def register_dataset(
+        self, prefix: str, name: str, *, on_update: Callable[[JobRecord], None] | None = None, **options: Any
+    ) -> tuple[DatasetInfo, ImportReport]:
+        """:meth:`start_register`, then wait for the job; the new dataset and its import report."""
+        job = self.start_register(prefix, name, **options)
+        return self.ingested(self.wait(job.id, on_update=on_update))
+
+    def ingested(self, job: JobRecord) -> tuple[DatasetInfo, ImportReport]:
+        """The dataset and import report of a finished ingest job.
+
+        Raises:
+            GatewayError: the job failed or was cancelled (reason ``ingest_failed``; detail: the job's error).
+        """
+        if job.state != JobState.SUCCEEDED:
+            raise GatewayError(
+                422,
+                INGEST_FAILED,
+                f"ingest job {job.id} {job.state.value}: {job.error or 'no reason recorded'}",
+                body=job.model_dump(mode="json"),
+            )
+        dataset_id = job.result.get("dataset_id")
+        if not isinstance(dataset_id, str):
+            raise GatewayError(200, BAD_ANSWER, f"ingest job {job.id} succeeded without naming its dataset")
+        return self.dataset(dataset_id), self.import_report(dataset_id)
 
     def datasets(self) -> list[DatasetInfo]:
         return _parse_list(DatasetInfo, self._call("GET", "/v1/datasets"))
@@ -435,11 +505,3 @@ def _has_results(response: httpx.Response) -> bool:
     except ValueError:
         return False
     return isinstance(body, dict) and "results" in body
-
-
-def _dataset_and_report(response: httpx.Response) -> tuple[DatasetInfo, ImportReport]:
-    try:
-        created = response.json()
-        return DatasetInfo.model_validate(created["dataset"]), ImportReport.model_validate(created["report"])
-    except (ValueError, KeyError, TypeError, ValidationError) as exc:
-        raise GatewayError(response.status_code, BAD_ANSWER, f"unexpected answer to a dataset import: {exc}") from None

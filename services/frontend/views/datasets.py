@@ -7,6 +7,7 @@ import streamlit as st
 
 from dermasynth.data.schemas import DatasetInfo, ImportReport
 from dermasynth.gateway_client import GatewayClient, GatewayError
+from dermasynth.jobs.records import JobRecord
 from services.frontend.session import explain_refusal, signed_in
 
 FORMATS = ["auto", "ham10000", "isic-csv", "imagefolder", "manifest"]
@@ -48,11 +49,21 @@ def upload_form(client: GatewayClient) -> None:
         done = sent / total if total else 1.0
         bar.progress(min(done, 1.0), text=f"uploaded {sent / 1e6:.1f} of {total / 1e6:.1f} MB")
 
+    def follow(job: JobRecord) -> None:
+        phase = f": {job.progress.message or job.progress.phase}" if job.progress is not None else ""
+        bar.progress(1.0, text=f"ingest job {job.id[:8]} {job.state.value}{phase}")
+
     try:
         archive.seek(0)
-        with st.spinner("The gateway checks every file ..."):
+        with st.spinner("An ingest job checks every file ..."):
             info, report = client.upload_archive(
-                archive, archive.name, name.strip(), size=archive.size, fmt=fmt, on_progress=advance
+                archive,
+                archive.name,
+                name.strip(),
+                size=archive.size,
+                fmt=fmt,
+                on_progress=advance,
+                on_update=follow,
             )
     except GatewayError as exc:
         bar.empty()

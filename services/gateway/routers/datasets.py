@@ -1,46 +1,61 @@
-"""Datasets: upload a zip, register a prefix already in the store, list, describe."""
+"""Datasets: upload a zip, register a prefix already in the store, list, describe.
+
+Upload and register answer 202 with an ``ingest`` job (``default`` queue): the gateway checks only what
+needs no import (key, body limits, the zip's directory, prefix ownership and sizes, quotas), stores the
+upload under ``incoming/{owner}/uploads/{job_id}.zip`` and queues the job; a worker does the import.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from dermasynth.auth import ApiKey
 from dermasynth.config import Settings
-from dermasynth.data.archives import ArchiveLimits
+from dermasynth.data.archives import inspect_archive
 from dermasynth.data.catalog import DatasetCatalog, DatasetNotFound
 from dermasynth.data.importer import REPORT_NAME
 from dermasynth.data.schemas import DatasetInfo, ImportReport
-from dermasynth.data.splits import SplitFractions
-from dermasynth.data.uploads import INCOMING_PREFIX, IngestOptions, ingest_archive, ingest_store_prefix
-from dermasynth.jobs.submission import QuotaExceeded
-from dermasynth.storage import ObjectNotFound
-from services.gateway.deps import EngineerKey, RegistryDep, SettingsDep, StoreDep
+from dermasynth.data.uploads import INCOMING_PREFIX, IngestOptions, check_store_prefix, ingest_options, upload_key
+from dermasynth.jobs import JobKind, JobRecord, RedisJobStore
+from dermasynth.jobs.params import IngestParams
+from dermasynth.jobs.queues import CeleryDispatcher
+from dermasynth.jobs.submission import check_storage_quota, new_job_id, submit_job
+from dermasynth.storage import ObjectNotFound, ObjectStore
+from services.gateway.deps import (
+    DispatcherDep,
+    EngineerKey,
+    JobStoreDep,
+    MetricsDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+)
 from services.gateway.idempotency import IdempotencyDep, IdempotencyKeyHeader, fingerprint
+from services.gateway.metrics import GatewayMetrics
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 Format = Literal["auto", "ham10000", "isic-csv", "imagefolder", "manifest"]
-DatasetIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$", description="a dataset id")]
+DatasetIdPath = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$", description="a dataset id")]
 
+_COPY_CHUNK = 1 << 20
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"},
     403: {"description": "the key lacks the engineer scope"},
     409: {"description": "a request with this Idempotency-Key is still being processed"},
     413: {"description": "the upload is larger than the limits (bytes, files, expanded size)"},
-    422: {"description": "not a zip, unsafe paths, wrong layout, no decodable image, bad options, a reused key"},
+    422: {"description": "not a zip, unsafe paths, bad options, a reused key"},
+    429: {"description": "the owner is at its storage or job quota"},
 }
-
-
-class DatasetCreated(BaseModel):
-    """A new dataset and the per-file report of its import."""
-
-    dataset: DatasetInfo
-    report: ImportReport
 
 
 class RegisterRequest(BaseModel):
@@ -67,45 +82,71 @@ def owned_dataset(registry: DatasetCatalog, dataset_id: str, key: ApiKey) -> Dat
     return info
 
 
-def _check_storage_quota(registry: DatasetCatalog, settings: Settings, owner: str, incoming: int) -> None:
-    used = registry.stored_bytes(owner)
-    if used + incoming > settings.max_stored_bytes_per_owner:
-        raise QuotaExceeded(
-            f"owner {owner!r} keeps {used} bytes of datasets; {incoming} more would pass its quota of "
-            f"{settings.max_stored_bytes_per_owner} (DERMASYNTH_MAX_STORED_BYTES_PER_OWNER)"
-        )
-
-
 def _options(settings: Settings, fmt: str, seed: int, val_frac: float, test_frac: float, owner: str) -> IngestOptions:
     try:
-        fractions = SplitFractions(train=1 - val_frac - test_frac, val=val_frac, test=test_frac)
+        return ingest_options(settings, fmt=fmt, seed=seed, val_frac=val_frac, test_frac=test_frac, owner=owner)
     except ValidationError as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"val_frac {val_frac} and test_frac {test_frac} leave no training share: {exc.errors()[0]['msg']}",
         ) from None
-    return IngestOptions(
-        fmt=fmt,
-        seed=seed,
-        fractions=fractions,
-        max_pixels=settings.max_image_pixels,
-        owner=owner,
-        limits=ArchiveLimits(settings.max_upload_files, settings.max_upload_expanded_bytes, settings.max_upload_ratio),
+
+
+def _queue(
+    params: IngestParams,
+    key: ApiKey,
+    job_id: str,
+    *,
+    jobs: RedisJobStore,
+    dispatcher: CeleryDispatcher,
+    registry: DatasetCatalog,
+    metrics: GatewayMetrics,
+    settings: Settings,
+) -> JobRecord:
+    """Queue the ingest job ``job_id`` for the key's owner (within its job quota)."""
+    record = submit_job(
+        JobKind.INGEST,
+        params,
+        owner=key.owner,
+        key_id=key.id,
+        admin=key.admin,
+        jobs=jobs,
+        dispatcher=dispatcher,
+        registry=registry,
+        max_active=settings.max_active_jobs_per_owner,
+        job_id=job_id,
     )
+    metrics.jobs_submitted.labels(record.kind.value).inc()
+    return record
+
+
+def _store_upload(store: ObjectStore, key: str, upload: BinaryIO) -> None:
+    """Copy the received upload into the store (through a temporary file: stores take a path)."""
+    upload.seek(0)
+    with tempfile.NamedTemporaryFile(prefix="dermasynth-upload-", suffix=".zip") as copy:
+        shutil.copyfileobj(upload, copy, _COPY_CHUNK)
+        copy.flush()
+        store.put_file(key, Path(copy.name))
 
 
 @router.post(
     "",
-    status_code=status.HTTP_201_CREATED,
-    response_model=DatasetCreated,
-    responses=_ERRORS,
-    summary="Upload a dataset as a zip (HAM10000, ISIC CSV, ImageFolder or DermaSynth manifest layout)",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRecord,
+    responses={**_ERRORS, 503: {"description": "the queue is unavailable"}},
+    summary="Upload a dataset as a zip (HAM10000, ISIC CSV, ImageFolder or DermaSynth manifest layout); "
+    "an ingest job imports it",
 )
 def upload_dataset(
     key: EngineerKey,
     registry: RegistryDep,
+    store: StoreDep,
+    jobs: JobStoreDep,
+    dispatcher: DispatcherDep,
+    metrics: MetricsDep,
     settings: SettingsDep,
     idempotency: IdempotencyDep,
+    response: Response,
     file: Annotated[UploadFile, File(description="a .zip of the dataset folder")],
     name: Annotated[str, Form(min_length=1, max_length=100)],
     format: Annotated[Format, Form()] = "auto",
@@ -113,39 +154,98 @@ def upload_dataset(
     val_frac: Annotated[float, Form(ge=0, le=0.5)] = 0.15,
     test_frac: Annotated[float, Form(ge=0, le=0.5)] = 0.15,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> DatasetCreated | JSONResponse:
-    """Every file is decoded and checked; accepted images are stored without metadata; the report lists
-    every rejected file with its reason. Nothing is stored unless the whole upload succeeds. With an
-    ``Idempotency-Key``, a retry returns this same dataset instead of storing another."""
+) -> JobRecord | JSONResponse:
+    """Answers 202 with the queued ``ingest`` job (``Location: /v1/jobs/{id}``). Refused at once: a file that
+    is not a zip, or whose directory breaks a limit (entries, unsafe paths, encryption, declared size), and
+    an owner at its storage or job quota. The job decodes and checks every file, stores accepted images
+    without metadata and publishes the dataset; its result names the dataset and the report's counts
+    (``GET /v1/datasets/{id}/report`` has every rejected file with its reason). A failed import (no image
+    accepted, a member that cannot be extracted, the quota) ends the job ``failed`` with the reason, and
+    nothing is kept. With an ``Idempotency-Key``, a retry returns this same job instead of queueing another."""
     options = _options(settings, format, seed, val_frac, test_frac, key.owner)
     form = json.dumps([name, format, seed, val_frac, test_frac])
     print_ = fingerprint(form, stream=file.file) if idempotency_key is not None else ""
     with idempotency.once(idempotency_key, key.id, "datasets", print_) as slot:
         if slot.replay is not None:
             return slot.replay
-        _check_storage_quota(registry, settings, key.owner, file.size or 0)
-        info, report = ingest_archive(registry, file.file, name=name, options=options)
-        created = DatasetCreated(dataset=info, report=report)
-        slot.save(status.HTTP_201_CREATED, created.model_dump_json())
-    return created
+        check_storage_quota(registry, settings.max_stored_bytes_per_owner, key.owner, file.size or 0)
+        inspect_archive(file.file, options.limits)
+        job_id = new_job_id()
+        location = upload_key(key.owner, job_id)
+        params = IngestParams(
+            source="upload",
+            location=location,
+            name=name,
+            format=format,
+            seed=seed,
+            val_frac=val_frac,
+            test_frac=test_frac,
+        )
+        _store_upload(store, location, file.file)
+        try:
+            record = _queue(
+                params,
+                key,
+                job_id,
+                jobs=jobs,
+                dispatcher=dispatcher,
+                registry=registry,
+                metrics=metrics,
+                settings=settings,
+            )
+        except Exception:
+            store.delete(location)  # no job will ever read it
+            raise
+        response.headers["Location"] = f"/v1/jobs/{record.id}"
+        slot.save(status.HTTP_202_ACCEPTED, record.model_dump_json(), {"Location": response.headers["Location"]})
+    return record
 
 
 @router.post(
     "/register",
-    status_code=status.HTTP_201_CREATED,
-    response_model=DatasetCreated,
-    responses=_ERRORS,
-    summary="Import a dataset already in the object store under a prefix",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRecord,
+    responses={**_ERRORS, 503: {"description": "the queue is unavailable"}},
+    summary="Import a dataset already in the object store under the owner's incoming/{owner}/ prefix (an ingest job)",
 )
 def register_dataset(
-    key: EngineerKey, registry: RegistryDep, store: StoreDep, settings: SettingsDep, body: RegisterRequest
-) -> DatasetCreated:
-    """Only a folder under the owner's own ``incoming/{owner}/`` prefix; its sizes are checked before anything
-    is downloaded."""
+    key: EngineerKey,
+    registry: RegistryDep,
+    store: StoreDep,
+    jobs: JobStoreDep,
+    dispatcher: DispatcherDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+    response: Response,
+    body: RegisterRequest,
+) -> JobRecord:
+    """Only a folder under the owner's own ``incoming/{owner}/`` prefix; its listing and sizes are checked
+    at once (403 for another prefix, 413 over the limits, 422 for an empty one) and nothing is downloaded
+    here. Answers 202 with the queued ``ingest`` job, which downloads, checks and publishes the dataset."""
     options = _options(settings, body.format, body.seed, body.val_frac, body.test_frac, key.owner)
-    _check_storage_quota(registry, settings, key.owner, 0)
-    info, report = ingest_store_prefix(registry, store, body.prefix, name=body.name, options=options)
-    return DatasetCreated(dataset=info, report=report)
+    prefix, keys = check_store_prefix(store, body.prefix, key.owner, options.limits)
+    check_storage_quota(registry, settings.max_stored_bytes_per_owner, key.owner, sum(store.size(k) for k in keys))
+    params = IngestParams(
+        source="store",
+        location=prefix,
+        name=body.name,
+        format=body.format,
+        seed=body.seed,
+        val_frac=body.val_frac,
+        test_frac=body.test_frac,
+    )
+    record = _queue(
+        params,
+        key,
+        new_job_id(),
+        jobs=jobs,
+        dispatcher=dispatcher,
+        registry=registry,
+        metrics=metrics,
+        settings=settings,
+    )
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return record
 
 
 @router.get("", response_model=list[DatasetInfo], summary="All datasets, newest first")

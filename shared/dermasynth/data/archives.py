@@ -203,6 +203,37 @@ def check_archive(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[tuple
     return members
 
 
+def _open(source: Path | IO[bytes], limits: ArchiveLimits) -> zipfile.ZipFile:
+    try:
+        count_entries(source, limits)  # before the zip reader builds an object per directory entry
+        return zipfile.ZipFile(source)
+    except ArchiveRejected:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveRejected(
+            "not_a_zip", f"the upload is not a readable zip archive ({exc}); upload a .zip of the dataset folder"
+        ) from exc
+
+
+def inspect_archive(source: Path | IO[bytes], limits: ArchiveLimits) -> int:
+    """The checks that need only the zip's directory (:func:`count_entries`, then :func:`check_archive`),
+    without extracting anything: what the gateway refuses at once before it queues an ingest job.
+
+    Returns:
+        The number of file members.
+
+    Raises:
+        ArchiveRejected: not a readable zip, too many entries, unsafe paths, encryption, a declared zip bomb.
+    """
+    position = None if isinstance(source, Path) else source.tell()
+    try:
+        with _open(source, limits) as archive:
+            return len(check_archive(archive, limits))
+    finally:
+        if position is not None and not isinstance(source, Path):
+            source.seek(position)
+
+
 def extract_archive(source: Path | IO[bytes], dest: Path, limits: ArchiveLimits) -> Path:
     """Unpack the zip ``source`` (a path or a seekable binary file) into ``dest`` after :func:`count_entries`
     and :func:`check_archive`, counting the bytes written.
@@ -214,15 +245,7 @@ def extract_archive(source: Path | IO[bytes], dest: Path, limits: ArchiveLimits)
         ArchiveRejected: if the file is not a readable zip, breaks a limit, or a member expands beyond
             its declared size.
     """
-    try:
-        count_entries(source, limits)  # before the zip reader builds an object per directory entry
-        archive = zipfile.ZipFile(source)
-    except ArchiveRejected:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ArchiveRejected(
-            "not_a_zip", f"the upload is not a readable zip archive ({exc}); upload a .zip of the dataset folder"
-        ) from exc
+    archive = _open(source, limits)
     with archive:
         members = check_archive(archive, limits)
         written = 0

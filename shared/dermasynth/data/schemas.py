@@ -84,7 +84,7 @@ class DatasetInfo(BaseModel):
     created_at: datetime
     format: str = Field(description="the layout it was imported from, or 'manifest'")
     stats: DatasetStats
-    job_id: str | None = Field(default=None, description="the synthesis job that made it")
+    job_id: str | None = Field(default=None, description="the job that made it (synthesis or ingest)")
     owner: str = Field(default="default", description="the team or project the dataset belongs to")
     bytes: int = Field(default=0, description="stored size of its files (counts against the owner's quota)")
     parent_id: str | None = Field(default=None, description="the dataset a synthesis job started from")

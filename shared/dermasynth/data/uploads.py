@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from dermasynth.config import Settings
 from dermasynth.data.archives import ArchiveLimits, ArchiveRejected, extract_archive
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.data.importer import import_dataset
@@ -24,6 +25,18 @@ from dermasynth.storage.base import ObjectStore, check_prefix
 
 INCOMING_PREFIX = "incoming"
 """``incoming/{owner}/...``: where an owner puts datasets to register (the only prefix register reads)."""
+UPLOADS_FOLDER = "uploads"
+"""``incoming/{owner}/uploads/{job_id}.zip``: an uploaded zip waiting for its ingest job (deleted by the job)."""
+
+
+def upload_key(owner: str, job_id: str) -> str:
+    """Where the gateway stores the zip of upload job ``job_id`` for the worker."""
+    return f"{INCOMING_PREFIX}/{owner}/{UPLOADS_FOLDER}/{job_id}.zip"
+
+
+def ingested_dataset_id(job_id: str) -> str:
+    """The dataset id an ingest job publishes: derived from the job id, so a redelivered job publishes once."""
+    return f"ds-{job_id}"
 
 
 class NothingAccepted(ValueError):
@@ -48,7 +61,15 @@ class IngestOptions:
 
 
 def ingest_folder(
-    registry: DatasetCatalog, src: Path, *, name: str, origin: str, options: IngestOptions, trusted: bool = False
+    registry: DatasetCatalog,
+    src: Path,
+    *,
+    name: str,
+    origin: str,
+    options: IngestOptions,
+    trusted: bool = False,
+    dataset_id: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[DatasetInfo, ImportReport]:
     """Validate ``src`` (any supported layout) and publish the accepted images as a new dataset.
 
@@ -60,6 +81,8 @@ def ingest_folder(
         options: layout, split seed and fractions, pixel limit.
         trusted: False for anything a user sent: a DermaSynth manifest inside it may then only name
             files inside ``src``.
+        dataset_id: the new dataset's id (an ingest job's, from its job id); None: a fresh one.
+        job_id: the ingest job that imports it, recorded on the dataset.
 
     Raises:
         ArchiveRejected: an untrusted manifest names files outside ``src``.
@@ -76,12 +99,20 @@ def ingest_folder(
         )
         if report.accepted == 0:
             raise NothingAccepted(report)
-        info = registry.publish(out, name=name, origin=origin, fmt=report.format, owner=options.owner)
+        info = registry.publish(
+            out, name=name, origin=origin, fmt=report.format, owner=options.owner, dataset_id=dataset_id, job_id=job_id
+        )
     return info, report
 
 
 def ingest_archive(
-    registry: DatasetCatalog, archive: Path | IO[bytes], *, name: str, options: IngestOptions
+    registry: DatasetCatalog,
+    archive: Path | IO[bytes],
+    *,
+    name: str,
+    options: IngestOptions,
+    dataset_id: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[DatasetInfo, ImportReport]:
     """Unpack an uploaded zip (a path or a seekable binary file) under the archive limits, then
     :func:`ingest_folder` it.
@@ -92,48 +123,94 @@ def ingest_archive(
     """
     with tempfile.TemporaryDirectory(prefix="dermasynth-upload-") as work:
         root = extract_archive(archive, Path(work), options.limits)
-        return ingest_folder(registry, root, name=name, origin="upload", options=options)
+        return ingest_folder(
+            registry, root, name=name, origin="upload", options=options, dataset_id=dataset_id, job_id=job_id
+        )
 
 
-def ingest_store_prefix(
-    registry: DatasetCatalog, store: ObjectStore, prefix: str, *, name: str, options: IngestOptions
-) -> tuple[DatasetInfo, ImportReport]:
-    """Register a dataset that already lies in the store under ``prefix`` (any supported layout).
+def check_store_prefix(store: ObjectStore, prefix: str, owner: str, limits: ArchiveLimits) -> tuple[str, list[str]]:
+    """The normalised ``prefix`` and its keys, if it lies under ``incoming/{owner}/`` and its objects are
+    within the upload limits; only the store's listing and sizes are read, nothing is downloaded.
 
     Raises:
-        ArchiveRejected: nothing under the prefix, or more files or bytes than the upload limits.
-        And whatever :func:`ingest_folder` raises.
+        ArchiveRejected: another prefix than the owner's own, nothing under it, too many objects or bytes.
+        InvalidKey: a prefix that is not a safe store path.
     """
     prefix = check_prefix(prefix.strip("/") + "/")
-    allowed = f"{INCOMING_PREFIX}/{options.owner}/"
+    allowed = f"{INCOMING_PREFIX}/{owner}/"
     if not prefix.startswith(allowed) or prefix == allowed:
         raise ArchiveRejected(
             "forbidden_prefix",
             f"{prefix!r} is not under {allowed!r}: datasets are registered only from a folder of the owner's "
             f"own '{allowed}' prefix (never predictions/, models/, runs/, catalog/ or datasets/)",
         )
+    if prefix.startswith(f"{allowed}{UPLOADS_FOLDER}/"):
+        raise ArchiveRejected(
+            "forbidden_prefix",
+            f"{prefix!r} holds uploads waiting for their ingest job; register a folder of your own under {allowed!r}",
+        )
     keys = store.list(prefix)
     if not keys:
         raise ArchiveRejected("empty_prefix", f"nothing is stored under {prefix!r}")
-    if len(keys) > options.limits.max_files:
+    if len(keys) > limits.max_files:
         raise ArchiveRejected(
             "too_many_files",
             f"{prefix!r} holds {len(keys)} objects, more than the "
-            f"{options.limits.max_files} accepted (DERMASYNTH_MAX_UPLOAD_FILES)",
+            f"{limits.max_files} accepted (DERMASYNTH_MAX_UPLOAD_FILES)",
         )
     total = 0
     for key in keys:  # sizes first: nothing is downloaded from a prefix over the limit
         total += store.size(key)
-        if total > options.limits.max_expanded_bytes:
+        if total > limits.max_expanded_bytes:
             raise ArchiveRejected(
                 "too_large",
-                f"{prefix!r} holds more than the {options.limits.max_expanded_bytes} bytes accepted "
+                f"{prefix!r} holds more than the {limits.max_expanded_bytes} bytes accepted "
                 "(DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)",
             )
+    return prefix, keys
+
+
+def ingest_store_prefix(
+    registry: DatasetCatalog,
+    store: ObjectStore,
+    prefix: str,
+    *,
+    name: str,
+    options: IngestOptions,
+    dataset_id: str | None = None,
+    job_id: str | None = None,
+) -> tuple[DatasetInfo, ImportReport]:
+    """Register a dataset that already lies in the store under ``prefix`` (any supported layout).
+
+    Raises:
+        ArchiveRejected: see :func:`check_store_prefix`.
+        And whatever :func:`ingest_folder` raises.
+    """
+    prefix, keys = check_store_prefix(store, prefix, options.owner, options.limits)
     with tempfile.TemporaryDirectory(prefix="dermasynth-register-") as work:
         for key in keys:
             store.get_file(key, Path(work).joinpath(*PurePosixPath(key[len(prefix) :]).parts))
-        return ingest_folder(registry, Path(work), name=name, origin="store", options=options)
+        return ingest_folder(
+            registry, Path(work), name=name, origin="store", options=options, dataset_id=dataset_id, job_id=job_id
+        )
+
+
+def ingest_options(
+    settings: Settings, *, fmt: str, seed: int, val_frac: float, test_frac: float, owner: str
+) -> IngestOptions:
+    """The options of an import from the deployment's settings (pixel and archive limits) and a request.
+
+    Raises:
+        pydantic.ValidationError: fractions that leave no training share.
+    """
+    return IngestOptions(
+        fmt=fmt,
+        seed=seed,
+        fractions=SplitFractions(train=1 - val_frac - test_frac, val=val_frac, test=test_frac),
+        max_pixels=settings.max_image_pixels,
+        owner=owner,
+        limits=ArchiveLimits(settings.max_upload_files, settings.max_upload_expanded_bytes, settings.max_upload_ratio),
+    )
 
 
 def _check_manifest_paths(src: Path) -> None:

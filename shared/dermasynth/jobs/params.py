@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.experiments.config import ExperimentConfig
@@ -241,6 +241,37 @@ class ExportParams(BaseModel):
         return prior
 
 
+class IngestParams(BaseModel):
+    """Import a dataset (an uploaded zip or a folder under ``incoming/{owner}/``) and publish it.
+
+    Submitted by ``POST /v1/datasets`` and ``POST /v1/datasets/register`` (never through ``POST /v1/jobs``):
+    the gateway checks what needs no download and stores the upload; the worker does the import.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["upload", "store"] = Field(description="an uploaded zip, or a prefix already in the store")
+    location: str = Field(
+        min_length=1,
+        max_length=500,
+        description="the zip's key (incoming/{owner}/uploads/{job_id}.zip) or the store prefix to register",
+    )
+    name: str = Field(min_length=1, max_length=100, description="the new dataset's name")
+    format: Literal["auto", "ham10000", "isic-csv", "imagefolder", "manifest"] = "auto"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    val_frac: float = Field(default=0.15, ge=0, le=0.5)
+    test_frac: float = Field(default=0.15, ge=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _training_share(self) -> IngestParams:
+        if self.val_frac + self.test_frac >= 1:
+            raise ValueError(
+                f"val_frac {self.val_frac} and test_frac {self.test_frac} leave no training share; "
+                "their sum must be below 1"
+            )
+        return self
+
+
 class TrainingRequest(BaseModel):
     """``POST /v1/jobs`` for a training job."""
 
@@ -298,6 +329,7 @@ PARAMS: dict[JobKind, type[BaseModel]] = {
     JobKind.EVALUATION: EvaluationParams,
     JobKind.EXPERIMENT: ExperimentParams,
     JobKind.EXPORT: ExportParams,
+    JobKind.INGEST: IngestParams,
 }
 
 

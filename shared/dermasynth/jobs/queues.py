@@ -25,16 +25,19 @@ TASK_NAMES: dict[JobKind, str] = {
     JobKind.EVALUATION: "dermasynth.evaluation",
     JobKind.EXPERIMENT: "dermasynth.experiment",
     JobKind.EXPORT: "dermasynth.export",
+    JobKind.INGEST: "dermasynth.ingest",
 }
 
 # GAN training needs a GPU pool of its own; classifier training and experiments share one; evaluation
-# of a finished run, and export of one for serving, are light enough for the CPU workers on ``default``.
+# of a finished run, export of one for serving, and dataset ingest (upload, register) are CPU work for the
+# workers on ``default``.
 QUEUE_OF: dict[JobKind, str] = {
     JobKind.SYNTHESIS: GAN_QUEUE,
     JobKind.TRAINING: TRAIN_QUEUE,
     JobKind.EVALUATION: DEFAULT_QUEUE,
     JobKind.EXPERIMENT: TRAIN_QUEUE,
     JobKind.EXPORT: DEFAULT_QUEUE,
+    JobKind.INGEST: DEFAULT_QUEUE,
 }
 
 

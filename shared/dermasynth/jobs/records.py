@@ -19,6 +19,7 @@ class JobKind(StrEnum):
     EVALUATION = "evaluation"
     EXPERIMENT = "experiment"
     EXPORT = "export"
+    INGEST = "ingest"
 
 
 class JobState(StrEnum):

@@ -50,6 +50,21 @@ class QueueUnavailable(RuntimeError):
     """The broker could not take the job; the job is recorded as failed with the reason."""
 
 
+def check_storage_quota(registry: DatasetCatalog, quota: int, owner: str, incoming: int) -> None:
+    """Refuse ``incoming`` more bytes of datasets for ``owner`` past its ``quota``
+    (``DERMASYNTH_MAX_STORED_BYTES_PER_OWNER``); checked when an ingest is submitted and again when it runs.
+
+    Raises:
+        QuotaExceeded: naming the bytes kept, the bytes asked for and the quota.
+    """
+    used = registry.stored_bytes(owner)
+    if used + incoming > quota:
+        raise QuotaExceeded(
+            f"owner {owner!r} keeps {used} bytes of datasets; {incoming} more would pass its quota of "
+            f"{quota} (DERMASYNTH_MAX_STORED_BYTES_PER_OWNER)"
+        )
+
+
 def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog, *, owner: str | None = None) -> None:
     """Make sure every dataset and job the parameters name exists, can serve and belongs to ``owner``
     (None: any owner, for admin keys).
@@ -88,6 +103,11 @@ def check_references(params: BaseModel, jobs: JobStore, registry: DatasetCatalog
             )
 
 
+def new_job_id() -> str:
+    """A fresh job id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
 def submit_job(
     kind: JobKind,
     params: BaseModel,
@@ -99,12 +119,15 @@ def submit_job(
     key_id: str = "",
     admin: bool = False,
     max_active: int | None = None,
+    job_id: str | None = None,
 ) -> JobRecord:
     """Record a queued job of ``owner`` and put it on its queue; never waits for it to run.
 
     Args:
         admin: the caller may name any owner's datasets and jobs.
         max_active: the owner's quota of queued and running jobs (None: no quota).
+        job_id: the job's id when the caller made it beforehand (an ingest job's upload is stored under
+            it before the job is queued); None: a new one.
 
     Raises:
         UnknownReference: the parameters name something that does not exist (or is another owner's).
@@ -119,7 +142,7 @@ def submit_job(
         )
     record = jobs.create(
         JobRecord(
-            id=uuid.uuid4().hex,
+            id=job_id or new_job_id(),
             kind=kind,
             queue=QUEUE_OF[kind],
             params=params.model_dump(mode="json"),
