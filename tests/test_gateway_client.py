@@ -67,6 +67,7 @@ def live(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     platform = Platform(redis_url, tmp_path_factory.mktemp("client-platform"))
     try:
         platform.start_gateway()
+        platform.start_worker("client", queues="default")  # uploads are imported by ingest jobs
         yield platform
     finally:
         platform.close()

@@ -39,6 +39,7 @@ def live(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     platform = Platform(redis_url, tmp_path_factory.mktemp("cli-platform"))
     try:
         platform.start_gateway()
+        platform.start_worker("cli", queues="default")  # uploads are ingest jobs; training jobs stay queued
         yield platform
     finally:
         platform.close()
@@ -86,7 +87,8 @@ def test_upload_submit_status_cancel_logs(env: None, demo_dataset: Manifest) -> 
     assert status["state"] == "queued" and status["params"]["config"]["epochs"] == 1
     assert job_id in runner.invoke(app, ["jobs", "list", "--state", "queued"]).stdout
     listed = json.loads(runner.invoke(app, ["jobs", "list", "--json"]).stdout)
-    assert listed["total"] == 1 and listed["jobs"][0]["id"] == job_id
+    assert [(j["kind"], j["state"]) for j in listed["jobs"]] == [("training", "queued"), ("ingest", "succeeded")]
+    assert listed["total"] == 2 and listed["jobs"][0]["id"] == job_id
     assert "queued" in runner.invoke(app, ["jobs", "status", job_id]).stdout
     assert runner.invoke(app, ["jobs", "cancel", job_id]).exit_code == 0
     assert json.loads(runner.invoke(app, ["jobs", "status", job_id, "--json"]).stdout)["state"] == "cancelled"

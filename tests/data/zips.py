@@ -102,3 +102,7 @@ BAD_UPLOADS: dict[str, tuple[bytes, str]] = {
         "unsafe_path",
     ),
 }
+
+JOB_REFUSALS = frozenset({"lying-bomb", "manifest-escape"})
+"""Bad uploads whose fault shows only when the zip is extracted: the gateway accepts them (its checks read
+the directory only) and their ingest job fails; the gateway refuses the others at once."""

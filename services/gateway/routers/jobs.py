@@ -129,9 +129,11 @@ def get_job(key: EngineerKey, jobs: JobStoreDep, job_id: JobIdPath) -> JobRecord
     responses={**_FOUND, 409: {"description": "the job has already finished"}},
     summary="Cancel a job; a running one stops at its next step and keeps its last checkpoint",
 )
-def cancel(key: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, job_id: JobIdPath) -> JobRecord:
+def cancel(
+    key: EngineerKey, jobs: JobStoreDep, dispatcher: DispatcherDep, store: StoreDep, job_id: JobIdPath
+) -> JobRecord:
     owned_job(jobs, job_id, key)
-    return cancel_job(job_id, jobs, dispatcher)
+    return cancel_job(job_id, jobs, dispatcher, store)
 
 
 @router.get(

@@ -159,8 +159,11 @@ def submit_job(
     return record
 
 
-def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRecord:
+def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher, store: ObjectStore | None = None) -> JobRecord:
     """Cancel a job: a queued one at once; a running one stops at its next step, keeping its last checkpoint.
+
+    A queued ingest job cancelled here never reaches a worker, so its uploaded zip is deleted here (from
+    ``store``, when given); a running one deletes its own when it stops.
 
     Raises:
         JobNotFound: no such job.
@@ -173,6 +176,9 @@ def cancel_job(job_id: str, jobs: JobStore, dispatcher: JobDispatcher) -> JobRec
         logger.warning(
             "could not broadcast the revoke of job %s; its cancel flag still stops it", job_id, exc_info=True
         )
+    upload = record.params.get("location") if record.params.get("source") == "upload" else None
+    if store is not None and record.kind == JobKind.INGEST and record.state == JobState.CANCELLED and upload:
+        store.delete(str(upload))  # no worker will read it
     logger.info("job %s: cancel requested (%s)", job_id, record.state.value)
     return record
 

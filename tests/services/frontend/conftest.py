@@ -28,6 +28,7 @@ def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFa
     )
     try:
         deployment.start_gateway()
+        deployment.start_worker("web", queues="default")  # dataset uploads are ingest jobs
         yield deployment
     finally:
         deployment.close()

@@ -1,5 +1,6 @@
 """The engineers' pages against a real gateway (and tritonserver for models): datasets, jobs, GAN samples,
-experiments and models. Jobs are queued, not run, here (no worker): tests/e2e runs one to the end."""
+experiments and models. Only ingest jobs (dataset uploads) run here, on a worker of the ``default`` queue;
+GAN and training jobs are queued, not run: tests/e2e runs one to the end."""
 
 from __future__ import annotations
 

@@ -22,14 +22,12 @@ from dermasynth.storage import FilesystemStore
 from services.gateway.app import create_app
 from services.gateway.services import Services
 from tests.data.samples import jpeg
-from tests.data.zips import BAD_UPLOADS, imagefolder_zip, undecodable_zip, zip_folder, zip_members
+from tests.data.zips import BAD_UPLOADS, JOB_REFUSALS, imagefolder_zip, undecodable_zip, zip_folder, zip_members
 from tests.services.platform import PEPPER, Platform, wait_until
 
 pytestmark = pytest.mark.integration
 
 FINAL = {"succeeded", "failed", "cancelled"}
-JOB_REFUSALS = {"lying-bomb", "manifest-escape"}
-"""Bad uploads whose fault shows only when the zip is extracted: their job fails (the rest are refused at once)."""
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -36,8 +36,10 @@ def uploaded(api: httpx.Client, demo_dataset: Manifest) -> str:
         data={"name": "generated demo"},
         files={"file": ("demo.zip", zip_folder(demo_dataset.root), "application/zip")},
     )
-    assert response.status_code == 201, response.text
-    return str(response.json()["dataset"]["id"])
+    assert response.status_code == 202, response.text  # an ingest job imports it
+    job = _wait(api, response.json()["id"])
+    assert job["state"] == "succeeded", job
+    return str(job["result"]["dataset_id"])
 
 
 def _wait(api: httpx.Client, job_id: str, condition: str = "final", timeout: float = 300) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from dermasynth.auth import RedisApiKeyStore, Scope
 from dermasynth.jobs import RedisJobStore
 from services.gateway.errors import PROBLEM_MEDIA_TYPE
 from tests.data.samples import BAD_FILES, jpeg, png
-from tests.data.zips import BAD_UPLOADS, imagefolder_zip, zip_members
+from tests.data.zips import BAD_UPLOADS, JOB_REFUSALS, imagefolder_zip, zip_members
+from tests.services.gateway.conftest import publish_zip
 from tests.services.gateway.serving import ServingPlatform, serving_redis
 from tests.services.platform import PEPPER
 from tests.triton_fixtures import Served
@@ -79,17 +80,12 @@ def _zip_polyglot_in_dataset() -> bytes:
 
 CASES: list[Case] = [
     # -- dataset uploads: the archive corpus of tests/data (zip-slip, links, bombs, encryption ...) --------
+    # (the zips whose fault shows only on extraction, and broken images, end their ingest job failed:
+    # tests/services/gateway/test_datasets.py runs those with a worker)
     *(
         Case(f"upload {name}", "POST", "/v1/datasets", (413, 422), (reason,), kwargs=_upload(data))
         for name, (data, reason) in BAD_UPLOADS.items()
-    ),
-    Case(
-        "upload only broken images",
-        "POST",
-        "/v1/datasets",
-        (422,),
-        ("no_valid_images",),
-        kwargs=_upload(zip_members({f"nv/{n}": d for n, (d, _) in BAD_FILES.items()})),
+        if name not in JOB_REFUSALS
     ),
     Case(
         "upload without the file field",
@@ -489,8 +485,8 @@ def test_a_polyglot_image_in_a_dataset_is_stored_without_its_payload(
     client: TestClient, identities: dict[str, dict[str, str]], platform: ServingPlatform
 ) -> None:
     response = client.post("/v1/datasets", headers=identities["engineer"], **_upload(_zip_polyglot_in_dataset()))
-    assert response.status_code == 201, response.text
-    folder = platform.store_root / "datasets" / response.json()["dataset"]["id"]
+    assert response.status_code == 202, response.text  # a valid zip: its ingest job imports it, as here
+    folder = platform.store_root / "datasets" / publish_zip(platform, _zip_polyglot_in_dataset(), "polyglot")
     images = [p for p in folder.rglob("*.png")]
     assert images and all(b"rm -rf" not in p.read_bytes() and b"PK\x03\x04" not in p.read_bytes() for p in images)
 

@@ -62,22 +62,21 @@ def test_keys_belong_to_their_api_key_and_failures_are_not_remembered(
     assert_problem(client.post("/v1/jobs", headers=bad, json=_train(dataset_id)), 422, "invalid_idempotency_key")
 
 
-def test_a_retried_upload_returns_the_first_dataset(
+def test_a_retried_upload_returns_the_first_job(
     client: TestClient, engineer: dict[str, str], demo_dataset: Manifest
 ) -> None:
     archive = zip_folder(demo_dataset.root, wrap="demo")
     headers = {**engineer, "Idempotency-Key": str(uuid.uuid4())}
-    before = {d["id"] for d in client.get("/v1/datasets", headers=engineer).json()}
+    before = client.get("/v1/jobs?kind=ingest", headers=engineer).json()["total"]
 
     def upload(name: str) -> Any:
         files = {"file": ("demo.zip", archive, "application/zip")}
         return client.post("/v1/datasets", headers=headers, data={"name": name}, files=files)
 
     first, retried = upload("idem"), upload("idem")
-    assert first.status_code == retried.status_code == 201 and retried.headers["idempotent-replayed"] == "true"
-    assert retried.json() == first.json()
-    after = {d["id"] for d in client.get("/v1/datasets", headers=engineer).json()}
-    assert after - before == {first.json()["dataset"]["id"]}  # stored once
+    assert first.status_code == retried.status_code == 202 and retried.headers["idempotent-replayed"] == "true"
+    assert retried.json() == first.json() and retried.headers["location"] == f"/v1/jobs/{first.json()['id']}"
+    assert client.get("/v1/jobs?kind=ingest", headers=engineer).json()["total"] == before + 1  # queued once
     assert_problem(upload("another name"), 422, "idempotency_key_reused")
 
 

@@ -21,6 +21,7 @@ from dermasynth.serving.schemas import ModelLineage, ModelVersionInfo
 from dermasynth.storage import open_store
 from tests.data.samples import jpeg
 from tests.data.zips import zip_folder
+from tests.services.gateway.conftest import publish_zip
 from tests.services.platform import PEPPER, Platform
 
 MODEL = "team-a-model"
@@ -41,15 +42,9 @@ def world(client: TestClient, shared_platform: Platform, demo_dataset: Manifest)
         "b": _headers(shared_platform, "team-b", Scope.ENGINEER, Scope.DEPLOYER),
         "admin": _headers(shared_platform, "ops", Scope.ADMIN),
     }
-    upload = client.post(
-        "/v1/datasets",
-        headers=a,
-        data={"name": "team a data"},
-        files={"file": ("d.zip", zip_folder(demo_dataset.root, wrap="d"), "application/zip")},
-    )
-    assert upload.status_code == 201, upload.text
-    world["dataset"] = upload.json()["dataset"]["id"]
-    assert upload.json()["dataset"]["owner"] == "team-a"
+    archive = zip_folder(demo_dataset.root, wrap="d")
+    world["dataset"] = publish_zip(shared_platform, archive, "team a data", owner="team-a")
+    assert client.get(f"/v1/datasets/{world['dataset']}", headers=a).json()["owner"] == "team-a"
     job = client.post(
         "/v1/jobs", headers=a, json={"kind": "training", "params": {"dataset_id": world["dataset"]}}
     ).json()
@@ -151,8 +146,8 @@ def test_the_owner_registers_from_its_incoming_prefix(client: TestClient, world:
     response = client.post(
         "/v1/datasets/register", headers=world["a"], json={"prefix": "incoming/team-a/batch", "name": "batch"}
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["dataset"]["owner"] == "team-a"
+    assert response.status_code == 202, response.text
+    assert response.json()["kind"] == "ingest" and response.json()["owner"] == "team-a"
 
 
 def test_the_live_model_needs_the_deployer_scope(client: TestClient, world: dict[str, Any]) -> None:
@@ -187,8 +182,11 @@ def test_quotas_on_active_jobs_and_stored_bytes(shared_platform: Platform, demo_
     try:
         with TestClient(create_app(services=services)) as client:
             first = client.post("/v1/datasets", headers=headers, data={"name": "q"}, files={"file": ("d.zip", archive)})
-            assert first.status_code == 201, first.text  # nothing stored yet: within the quota
-            dataset = first.json()["dataset"]
+            assert first.status_code == 202, first.text  # nothing stored yet: within the quota
+            client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=headers)  # no worker here: import it below
+            dataset = client.get(
+                f"/v1/datasets/{publish_zip(shared_platform, archive, 'q', owner='team-quota')}", headers=headers
+            ).json()
             assert dataset["bytes"] > 1000
             second = client.post(
                 "/v1/datasets", headers=headers, data={"name": "q2"}, files={"file": ("d.zip", archive)}
