@@ -95,7 +95,7 @@ echo "== 5. an engineer's API key"
 DERMASYNTH_API_KEY=$(dermasynth keys create --name demo --scope engineer --scope deployer --owner demo 2>/dev/null)
 export DERMASYNTH_API_KEY
 
-echo "== 6. upload the generated dataset through the API"
+echo "== 6. upload the generated dataset through the API (an ingest job on the worker imports it)"
 DATASET=$(dermasynth datasets upload "$VAR/data" --name "generated demo lesions")
 echo "dataset $DATASET"
 

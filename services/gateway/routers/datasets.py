@@ -28,7 +28,7 @@ from dermasynth.data.uploads import INCOMING_PREFIX, IngestOptions, check_store_
 from dermasynth.jobs import JobKind, JobRecord, RedisJobStore
 from dermasynth.jobs.params import IngestParams
 from dermasynth.jobs.queues import CeleryDispatcher
-from dermasynth.jobs.submission import check_storage_quota, new_job_id, submit_job
+from dermasynth.jobs.submission import check_job_quota, check_storage_quota, new_job_id, submit_job
 from dermasynth.storage import ObjectNotFound, ObjectStore
 from services.gateway.deps import (
     DispatcherDep,
@@ -169,6 +169,7 @@ def upload_dataset(
         if slot.replay is not None:
             return slot.replay
         check_storage_quota(registry, settings.max_stored_bytes_per_owner, key.owner, file.size or 0)
+        check_job_quota(jobs, key.owner, settings.max_active_jobs_per_owner)  # before the zip is stored
         inspect_archive(file.file, options.limits)
         job_id = new_job_id()
         location = upload_key(key.owner, job_id)

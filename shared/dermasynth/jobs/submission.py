@@ -50,6 +50,19 @@ class QueueUnavailable(RuntimeError):
     """The broker could not take the job; the job is recorded as failed with the reason."""
 
 
+def check_job_quota(jobs: JobStore, owner: str, max_active: int | None) -> None:
+    """Refuse another job of ``owner`` when it has ``max_active`` queued or running (None: no quota).
+
+    Raises:
+        QuotaExceeded: naming the jobs active and the quota.
+    """
+    if max_active is not None and (active := jobs.active_jobs(owner)) >= max_active:
+        raise QuotaExceeded(
+            f"owner {owner!r} has {active} jobs queued or running, its quota is {max_active} "
+            "(DERMASYNTH_MAX_ACTIVE_JOBS_PER_OWNER); wait for one to finish or cancel one"
+        )
+
+
 def check_storage_quota(registry: DatasetCatalog, quota: int, owner: str, incoming: int) -> None:
     """Refuse ``incoming`` more bytes of datasets for ``owner`` past its ``quota``
     (``DERMASYNTH_MAX_STORED_BYTES_PER_OWNER``); checked when an ingest is submitted and again when it runs.
@@ -135,11 +148,7 @@ def submit_job(
         QueueUnavailable: the broker refused the message (the job is then recorded as failed).
     """
     check_references(params, jobs, registry, owner=None if admin else owner)
-    if max_active is not None and (active := jobs.active_jobs(owner)) >= max_active:
-        raise QuotaExceeded(
-            f"owner {owner!r} has {active} jobs queued or running, its quota is {max_active} "
-            "(DERMASYNTH_MAX_ACTIVE_JOBS_PER_OWNER); wait for one to finish or cancel one"
-        )
+    check_job_quota(jobs, owner, max_active)
     record = jobs.create(
         JobRecord(
             id=job_id or new_job_id(),

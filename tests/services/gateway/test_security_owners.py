@@ -183,7 +183,13 @@ def test_quotas_on_active_jobs_and_stored_bytes(shared_platform: Platform, demo_
         with TestClient(create_app(services=services)) as client:
             first = client.post("/v1/datasets", headers=headers, data={"name": "q"}, files={"file": ("d.zip", archive)})
             assert first.status_code == 202, first.text  # nothing stored yet: within the quota
+            uploads = open_store(settings).list("incoming/team-quota/uploads/")
+            assert uploads == [f"incoming/team-quota/uploads/{first.json()['id']}.zip"]
+            busy = client.post("/v1/datasets", headers=headers, data={"name": "q1"}, files={"file": ("d.zip", archive)})
+            assert busy.status_code == 429 and "DERMASYNTH_MAX_ACTIVE_JOBS_PER_OWNER" in busy.json()["detail"]
+            assert open_store(settings).list("incoming/team-quota/uploads/") == uploads  # refused before storing
             client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=headers)  # no worker here: import it below
+            assert open_store(settings).list("incoming/team-quota/uploads/") == []  # a cancelled upload's zip goes
             dataset = client.get(
                 f"/v1/datasets/{publish_zip(shared_platform, archive, 'q', owner='team-quota')}", headers=headers
             ).json()
