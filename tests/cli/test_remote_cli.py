@@ -138,3 +138,19 @@ def test_refusals_are_reported_with_the_gateway_s_reason(
     get_settings.cache_clear()
     result = runner.invoke(app, ["jobs", "list"])
     assert result.exit_code == 2 and "no API key" in result.output
+
+
+@pytest.mark.integration
+def test_upload_no_wait_prints_the_job_and_register_refuses_another_owners_prefix(
+    env: None, demo_dataset: Manifest
+) -> None:
+    result = runner.invoke(app, ["datasets", "upload", str(demo_dataset.root), "--name", "later", "--no-wait"])
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip().splitlines()[-1]
+    assert len(job_id) == 32 and f"ingest queued as job {job_id}" in result.output
+    watched = runner.invoke(app, ["jobs", "status", job_id, "--watch"])
+    assert watched.exit_code == 0 and "succeeded" in watched.output
+    status = json.loads(runner.invoke(app, ["jobs", "status", job_id, "--json"]).stdout)
+    assert status["kind"] == "ingest" and status["result"]["dataset_id"] == f"ds-{job_id}"
+    refused = runner.invoke(app, ["datasets", "register", "incoming/someone-else/data", "--name", "x"])
+    assert refused.exit_code == 1 and "403 forbidden_prefix" in refused.output

@@ -7,16 +7,19 @@ import uuid
 
 import pytest
 
+from dermasynth.config import get_settings
 from dermasynth.data.archives import ArchiveRejected
 from dermasynth.data.uploads import ingested_dataset_id, upload_key
 from dermasynth.jobs import JobKind, JobRecord
 from dermasynth.jobs.params import IngestParams
 from dermasynth.jobs.queues import QUEUE_OF
 from dermasynth.progress import ignore_progress
-from services.worker.resources import WorkerResources
+from services.worker.resources import WorkerResources, worker_resources
 from services.worker.runtime import JobContext
 from services.worker.tasks.ingest import ingest, ingest_dataset
 from tests.data.zips import imagefolder_zip
+from tests.services.platform import Platform
+from tests.services.worker.conftest import use_platform
 
 OWNER = "team-ingest"
 
@@ -62,3 +65,21 @@ def test_the_task_runs_the_job_to_success_and_an_upload_job_reads_only_its_own_z
         ingest(JobContext(thief, IngestParams.model_validate(thief.params), resources, ignore_progress))
     assert resources.store.exists(upload_key(OWNER, other.id))  # the other job's zip is untouched
     assert not resources.store.exists(upload_key(OWNER, thief.id))  # its own is deleted: it failed for good
+
+
+def test_an_import_past_the_storage_quota_fails_its_job_and_leaves_nothing(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway checks the quota when the upload comes; the job checks it again when it runs (other
+    imports of the owner may have finished meanwhile)."""
+    resources = use_platform(platform, monkeypatch, DERMASYNTH_MAX_STORED_BYTES_PER_OWNER="1000")
+    try:
+        record = _job(resources, imagefolder_zip(n_per_class=10))
+        ingest_dataset.apply(args=(record.id,))
+        failed = resources.jobs.get(record.id)
+        assert failed.state == "failed" and failed.error is not None
+        assert failed.error.startswith("QuotaExceeded: ") and "DERMASYNTH_MAX_STORED_BYTES_PER_OWNER" in failed.error
+        assert resources.registry.list(OWNER) == [] and not resources.store.exists(upload_key(OWNER, record.id))
+    finally:
+        get_settings.cache_clear()
+        worker_resources.cache_clear()
