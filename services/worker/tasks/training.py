@@ -21,6 +21,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
     assert isinstance(params, TrainingParams)
     manifest = ctx.dataset(params.dataset_id)
+    ctx.fetch_weights(params.config.weights)
     resources = ctx.resources  # the decoded-image cache is shared with other workers through the object store
     result = fit(
         params.config,
