@@ -209,7 +209,6 @@ class JobContext:
             logger.info("dataset %s: %d images", dataset_id, len(self._datasets[dataset_id]))
         return self._datasets[dataset_id]
 
-
     def fetch_weights(self, weights: str | None) -> None:
         """Download ``store:`` weights of the job's owner into the worker's cache, where training loads them
         (``weights_only=True``); torchvision names and None need nothing.

@@ -46,7 +46,7 @@ def test_only_the_owners_own_present_and_bounded_files_pass(tmp_path: Path) -> N
     assert store_weights.check_stored(store, OWN, "team-a") == "incoming/team-a/weights/resnet18.pth"
     with pytest.raises(store_weights.WeightsRefused, match="outside your own incoming/team-a/ prefix"):
         store_weights.check_stored(store, "store:incoming/team-b/weights/resnet18.pth", "team-a")
-    with pytest.raises(store_weights.WeightsRefused, match="no object under 'incoming/team-a/none.pth'"):
+    with pytest.raises(store_weights.WeightsRefused, match=r"no object under 'incoming/team-a/none\.pth'"):
         store_weights.check_stored(store, "store:incoming/team-a/none.pth", "team-a")
     with pytest.raises(store_weights.WeightsRefused, match="hold 100 bytes, more than the 99 accepted"):
         store_weights.check_stored(store, OWN, "team-a", max_bytes=99)
@@ -75,7 +75,7 @@ def test_fetched_weights_are_what_build_model_loads(tmp_path: Path, monkeypatch:
         for name, tensor in model.state_dict().items():
             if not name.startswith(head_name + "."):
                 assert torch.equal(tensor, expected[name]), name
-        with pytest.raises(ValueError, match="is not a mobilenet_v3_small state_dict|does not fit mobilenet_v3_small"):
+        with pytest.raises(ValueError, match=r"is not a mobilenet_v3_small state_dict|does not fit mobilenet_v3_small"):
             build_model("mobilenet_v3_small", 3, OWN)
     finally:
         get_settings.cache_clear()

@@ -40,7 +40,10 @@ class WeightsRefused(ValueError):
 
 def _accepted(owner: str = "{owner}") -> str:
     suffixes = " or ".join(WEIGHTS_SUFFIXES)
-    return f"accepted: store:{INCOMING_PREFIX}/{owner}/<path>{WEIGHTS_SUFFIXES[0]} ({suffixes}, at most {MAX_WEIGHTS_BYTES} bytes)"
+    return (
+        f"accepted: store:{INCOMING_PREFIX}/{owner}/<path>{WEIGHTS_SUFFIXES[0]} ({suffixes}, "
+        f"at most {MAX_WEIGHTS_BYTES} bytes)"
+    )
 
 
 def is_store_reference(weights: str | None) -> bool:

@@ -5,9 +5,10 @@ options reuse the engines' own validated configs (:class:`~dermasynth.classifier
 :class:`~dermasynth.gan.config.GanConfig`), so the API accepts exactly what the engines accept, with a
 few limits added for requests that come over the network: weights only by torchvision name or as a
 state_dict file in the object store under the owner's ``incoming/{owner}/`` prefix (never a file of the
-worker; the owner is checked at submission, see :mod:`dermasynth.classifier.store_weights`), bounded step counts, a floor on every ``*_every`` option (so a job writes a bounded
-number of snapshots, grids, checkpoints and log entries), and bounded synthetic image counts, checked
-again against the dataset's real class counts at submission (:func:`check_synthesis_budget`).
+worker; the owner is checked at submission, see :mod:`dermasynth.classifier.store_weights`), bounded
+step counts, a floor on every ``*_every`` option (so a job writes a bounded number of snapshots, grids,
+checkpoints and log entries), and bounded synthetic image counts, checked again against the dataset's
+real class counts at submission (:func:`check_synthesis_budget`).
 """
 
 from __future__ import annotations
