@@ -33,7 +33,8 @@ import redis
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dermasynth.auth import ApiKey, KeyRejected, Scope
+from dermasynth.auth import ApiKey, KeyRejected
+from dermasynth.auth import Scope as KeyScope
 from dermasynth.auth.audit import AuditEntry, check_person
 from dermasynth.config import Settings
 from dermasynth.gateway_client import ON_BEHALF_OF_HEADER
@@ -155,7 +156,7 @@ class SecurityMiddleware:
             except ValueError as exc:
                 await reply(scope, send, 400, f"{ON_BEHALF_OF_HEADER}: {exc}", "invalid_on_behalf_of")
                 return
-            if Scope.DELEGATE not in key.scopes:
+            if KeyScope.DELEGATE not in key.scopes:
                 state.pop("on_behalf_of")
                 await reply(
                     scope,
