@@ -4,10 +4,10 @@ When a key with the ``delegate`` scope (the web app's service key behind an iden
 the person it acts for in ``X-DermaSynth-On-Behalf-Of``, the entry names that person too
 (``on_behalf_of``, checked by :func:`check_person`); other keys may not send the header.
 
-Entries are appended to ``P:audit`` and trimmed to ``retention`` on every write (``XADD ... MINID``),
-so the stream never holds entries older than the configured period. For predictions an entry names
-the model, its version and the number of images, never image content. Admin keys query it through
-``GET /v1/audit``, newest first, paged by entry id.
+Entries are appended to ``P:audit`` (numbered by Redis; the request's time is a field) and trimmed to
+``retention`` on every write (``XADD ... MINID``), so the stream never holds entries older than the
+configured period. For predictions an entry names the model, its version and the number of images, never
+image content. Admin keys query it through ``GET /v1/audit``, newest first, paged by entry id.
 """
 
 from __future__ import annotations
@@ -75,11 +75,16 @@ class AuditLog:
         self.retention = retention
 
     def record(self, entry: AuditEntry) -> str:
-        """Append ``entry`` (its ``time`` is the stream id) and drop entries older than the retention."""
+        """Append ``entry`` and drop entries older than the retention.
+
+        Redis numbers the entry (``*``): ids taken from the request's own time were refused whenever an
+        entry with a later time was already there (concurrent requests, gateway replicas with skewed clocks),
+        and the entry was lost. The request's time is kept as a field.
+        """
         fields: dict[Any, Any] = {name: str(value) for name in _FIELDS if (value := getattr(entry, name)) is not None}
-        now_ms = int(entry.time.timestamp() * 1000)
+        fields["time_ms"] = str(int(entry.time.timestamp() * 1000))
         min_id = max(0, int(time.time() * 1000) - int(self.retention.total_seconds() * 1000))
-        entry_id = self.redis.xadd(self.key, fields, id=f"{now_ms}-*", minid=min_id, approximate=False)
+        entry_id = self.redis.xadd(self.key, fields, id="*", minid=min_id, approximate=False)
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def query(
@@ -109,7 +114,7 @@ class AuditLog:
                 continue
             if on_behalf_of is not None and values.get("on_behalf_of") != on_behalf_of:
                 continue
-            millis = int(last.split("-")[0])
+            millis = int(values.pop("time_ms", last.split("-")[0]))
             entries.append(
                 AuditEntry.model_validate({**values, "id": last, "time": datetime.fromtimestamp(millis / 1000, UTC)})
             )

@@ -471,7 +471,7 @@ class _Run:
             if config.synthetic_weight != 1.0
             else nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
         )
-        self.optimizer = _optimizer(config, self.model)
+        self.optimizer = _optimizer(config, self.model, self.device)
         self.scheduler = _scheduler(config, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -793,13 +793,22 @@ class _Run:
         return result
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def fused_optimizer(device: torch.device) -> bool:
+    """Whether SGD/Adam/AdamW take ``fused=True`` on ``device``: one kernel for all parameters instead of a
+    loop over them (resnet18's AdamW step on a 2-core CPU: 35.6 ms plain, 24.0 foreach, 6.7 fused)."""
+    return device.type in {"cpu", "cuda"}
+
+
+def _optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     params = list(model.parameters())
+    fused = fused_optimizer(device)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused
+        )
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dermasynth.classifier.engine import fused_optimizer
 from dermasynth.data.manifest import Manifest
 from dermasynth.gan.artifacts import (
     GENERATOR_KEY,
@@ -78,8 +79,9 @@ class GanTrainer:
             self.discriminator = build_discriminator(config, num_classes).to(self.device)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.augment = build_augment(config).to(self.device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=config.betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=config.betas)
+        fused = fused_optimizer(self.device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=config.betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=config.betas, fused=fused)
         self.data_rng = torch.Generator().manual_seed(config.seed + 1)
         self.device_rng = torch.Generator(self.device).manual_seed(config.seed + 2)
         amp = config.uses_amp()

@@ -271,7 +271,7 @@ def test_the_audit_trail_records_who_did_what(
     assert all(
         set(fields)
         <= {
-            *(b"key_id", b"owner", b"action", b"resource", b"status"),
+            *(b"time_ms", b"key_id", b"owner", b"action", b"resource", b"status"),
             *(b"on_behalf_of", b"model", b"model_version", b"images"),
         }
         for _, fields in raw
