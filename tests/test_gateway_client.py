@@ -109,9 +109,15 @@ def test_the_web_apps_calls_key_check_upload_progress_report_and_schemas(live: P
         with GatewayClient(live.gateway_url, key) as client, pytest.raises(GatewayError) as no:
             client.check_clinician_key()
         assert no.value.status == refused
-    with GatewayClient(live.gateway_url, live.key(Scope.CLINICIAN), on_behalf_of="dr.jones@example.org") as client:
+    service = live.key(Scope.CLINICIAN, Scope.DELEGATE)  # the web app's key, which may act for a person
+    with GatewayClient(live.gateway_url, service, on_behalf_of="dr.jones@example.org") as client:
         client.check_clinician_key()  # a clinician key passes, and no model is asked
         assert client.http.headers["X-DermaSynth-On-Behalf-Of"] == "dr.jones@example.org"
+    ordinary = live.key(Scope.CLINICIAN)
+    with GatewayClient(live.gateway_url, ordinary, on_behalf_of="dr.jones@example.org") as client:
+        with pytest.raises(GatewayError) as impersonating:
+            client.check_clinician_key()
+        assert impersonating.value.status == 403 and impersonating.value.reason == "delegation_refused"
     manifest = make_demo_dataset(tmp_path / "demo", count=35, size=32, seed=3)
     archive = tmp_path / "demo.zip"
     with archive.open("wb") as handle:

@@ -3,8 +3,9 @@
 Two ways in, chosen by the deployment, never by the visitor:
 
 * an identity provider (Streamlit's OIDC login, an ``[auth]`` section in ``.streamlit/secrets.toml``) and
-  ``DERMASYNTH_FRONTEND_SERVICE_KEY``: the person signs in with the provider; the web app calls the gateway
-  with its service key and names the person in every request;
+  ``DERMASYNTH_FRONTEND_SERVICE_KEY`` (a key with the ``delegate`` scope): the person signs in with the
+  provider; the web app calls the gateway with its service key and names the person in every request, and
+  the gateway's audit trail records them;
 * otherwise each person enters their own API key once per browser session (it is checked at once and kept
   only in that session's state). Keys are issued per person (``dermasynth keys create --name "Dr A. Jones"
   --scope clinician``), so the gateway's records name who asked.

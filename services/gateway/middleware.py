@@ -9,8 +9,12 @@ For every request it:
 2. applies the key's rate limit (429 with ``Retry-After``);
 3. enforces the route's body limit: 413 at once when ``Content-Length`` says too much, and while the
    body streams in otherwise (small for JSON routes, sized for predictions, large only for uploads);
-4. writes an audit entry (key id, owner, action, resource, status; the model version and image count
-   for predictions) for every change and every read of job outputs.
+4. takes ``X-DermaSynth-On-Behalf-Of`` (the person the web app acts for) only from keys with the
+   ``delegate`` scope: from any other key the request is refused (403 ``delegation_refused``, audited),
+   so no one can make the trail name someone else; a malformed value is refused (400) before it can
+   reach a log;
+5. writes an audit entry (key id, owner, action, resource, status, the person a delegate key acted for;
+   the model version and image count for predictions) for every change and every read of job outputs.
 
 Public paths (liveness, readiness without detail, and ``/docs`` when enabled) need no key. The key is
 put in ``scope["state"]["api_key"]``, where :func:`services.gateway.deps.authenticate` finds it.
@@ -30,8 +34,10 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dermasynth.auth import ApiKey, KeyRejected
-from dermasynth.auth.audit import AuditEntry
+from dermasynth.auth import Scope as KeyScope
+from dermasynth.auth.audit import AuditEntry, check_person
 from dermasynth.config import Settings
+from dermasynth.gateway_client import ON_BEHALF_OF_HEADER
 from services.gateway.errors import problem_response
 
 logger = logging.getLogger(__name__)
@@ -143,6 +149,26 @@ class SecurityMiddleware:
             )
             return
         state["api_key"] = key
+        claimed = _header(scope, ON_BEHALF_OF_HEADER.lower().encode())
+        if claimed is not None:
+            try:
+                state["on_behalf_of"] = check_person(claimed)
+            except ValueError as exc:
+                await reply(scope, send, 400, f"{ON_BEHALF_OF_HEADER}: {exc}", "invalid_on_behalf_of")
+                return
+            if KeyScope.DELEGATE not in key.scopes:
+                state.pop("on_behalf_of")
+                await reply(
+                    scope,
+                    send,
+                    403,
+                    f"API key {key.id} may not act for another person ({ON_BEHALF_OF_HEADER}): only keys with the "
+                    "delegate scope may (the web app's service key: `dermasynth keys create ... --scope delegate`); "
+                    "send the request without that header",
+                    "delegation_refused",
+                )
+                await self._audit(services, scope, key, 403)
+                return
         status = await self._limited(scope, receive, send, settings)
         if method not in ("GET", "HEAD") or _AUDITED_READS.match(path):
             await self._audit(services, scope, key, status)
@@ -192,6 +218,7 @@ class SecurityMiddleware:
             action=f"{scope['method']} {route}",
             resource=scope["path"],
             status=status,
+            on_behalf_of=scope.get("state", {}).get("on_behalf_of"),
             **extra,
         )
         try:

@@ -39,6 +39,7 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from pydantic import BaseModel
 
+from dermasynth.classifier import store_weights
 from dermasynth.data.manifest import Manifest
 from dermasynth.jobs import InvalidTransition, JobNotFound, JobRecord, JobState, run_prefix
 from dermasynth.jobs.params import parse_params
@@ -207,6 +208,17 @@ class JobContext:
             self._datasets[dataset_id] = self.resources.registry.fetch(dataset_id)
             logger.info("dataset %s: %d images", dataset_id, len(self._datasets[dataset_id]))
         return self._datasets[dataset_id]
+
+    def fetch_weights(self, weights: str | None) -> None:
+        """Download ``store:`` weights of the job's owner into the worker's cache, where training loads them
+        (``weights_only=True``); torchvision names and None need nothing.
+
+        Raises:
+            WeightsRefused: another owner's prefix, a missing object or one over the size limit.
+        """
+        if weights is not None and store_weights.is_store_reference(weights):
+            logger.info("fetching weights %s", weights)
+            store_weights.fetch(self.store, weights, self.record.owner, self.resources.settings.cache_root)
 
 
 JobBody = Callable[[JobContext], dict[str, Any]]

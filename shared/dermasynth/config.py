@@ -201,8 +201,8 @@ class Settings(BaseSettings):
     # or through Streamlit's OIDC login (an [auth] section in .streamlit/secrets.toml) with this service key.
     frontend_service_key: SecretStr | None = Field(
         default=None,
-        description="the web app's own key, used only behind an identity provider's sign-in "
-        "(the gateway is told whom it acts for); never shown in a page",
+        description="the web app's own key (scopes clinician, engineer and delegate), used only behind an identity "
+        "provider's sign-in (the gateway records whom it acts for in the audit trail); never shown in a page",
     )
     frontend_prediction_chunk: int = Field(
         default=32,

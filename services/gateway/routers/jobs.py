@@ -71,13 +71,15 @@ def create_job(
     registry: RegistryDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    store: StoreDep,
     idempotency: IdempotencyDep,
     request: Annotated[JobRequest, Body()],
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobRecord | JSONResponse:
     """Returns at once with the queued job; poll ``GET /v1/jobs/{id}`` for its progress. The job belongs to
-    the key's owner; it may name only that owner's datasets and jobs. With an ``Idempotency-Key``, a retry
+    the key's owner; it may name only that owner's datasets and jobs, and only weights files under its own
+    ``incoming/{owner}/`` prefix (``store:incoming/{owner}/<path>.pth``). With an ``Idempotency-Key``, a retry
     returns this same job instead of queueing another."""
     with idempotency.once(idempotency_key, key.id, "jobs", fingerprint(request.model_dump_json())) as slot:
         if slot.replay is not None:
@@ -92,6 +94,7 @@ def create_job(
             dispatcher=dispatcher,
             registry=registry,
             max_active=settings.max_active_jobs_per_owner,
+            store=store,
         )
         metrics.jobs_submitted.labels(record.kind.value).inc()
         response.headers["Location"] = f"/v1/jobs/{record.id}"

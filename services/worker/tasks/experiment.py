@@ -20,6 +20,7 @@ def experiment(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
     assert isinstance(params, ExperimentParams)
     manifest = ctx.dataset(params.dataset_id)
+    ctx.fetch_weights(params.config.train.weights)
     scratch = ctx.resources.settings.cache_root / "experiments" / ctx.record.id
     try:
         result = run_experiment(params.config, manifest, ctx.out, scratch, ctx.progress, resume=True)

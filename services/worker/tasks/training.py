@@ -11,6 +11,7 @@ from dermasynth.jobs import JobKind, run_prefix
 from dermasynth.jobs.params import TrainingParams
 from dermasynth.jobs.queues import TASK_NAMES
 from dermasynth.progress import Progress
+from dermasynth.storage.state_dicts import LATEST
 from services.worker.celery_app import JOB_TASK_OPTIONS, app
 from services.worker.runtime import JobContext, run_job
 from services.worker.tasks.evaluation import evaluate_into, summary
@@ -21,6 +22,8 @@ def train(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
     assert isinstance(params, TrainingParams)
     manifest = ctx.dataset(params.dataset_id)
+    if not ctx.out.exists(LATEST):  # a resumed run starts from its checkpoint, not from the weights
+        ctx.fetch_weights(params.config.weights)
     resources = ctx.resources  # the decoded-image cache is shared with other workers through the object store
     result = fit(
         params.config,

@@ -1,5 +1,9 @@
 """The audit trail: who did what (key id, owner, action, resource, time), kept in a Redis stream.
 
+When a key with the ``delegate`` scope (the web app's service key behind an identity provider) names
+the person it acts for in ``X-DermaSynth-On-Behalf-Of``, the entry names that person too
+(``on_behalf_of``, checked by :func:`check_person`); other keys may not send the header.
+
 Entries are appended to ``P:audit`` (numbered by Redis; the request's time is a field) and trimmed to
 ``retention`` on every write (``XADD ... MINID``), so the stream never holds entries older than the
 configured period. For predictions an entry names the model, its version and the number of images, never
@@ -8,6 +12,7 @@ image content. Admin keys query it through ``GET /v1/audit``, newest first, page
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -15,7 +20,25 @@ from typing import Any, cast
 import redis
 from pydantic import BaseModel, Field
 
-_FIELDS = ("key_id", "owner", "action", "resource", "status", "model", "model_version", "images")
+_FIELDS = ("key_id", "owner", "action", "resource", "status", "on_behalf_of", "model", "model_version", "images")
+PERSON_PATTERN = r"^[A-Za-z0-9._@+\-'](?:[A-Za-z0-9._@+\-' ]{0,252}[A-Za-z0-9._@+\-'])?$"
+"""An e-mail address or a plain name: 1-254 ASCII letters, digits, spaces (not at either end) and ``.@_+-'``."""
+_PERSON = re.compile(PERSON_PATTERN)
+
+
+def check_person(value: str) -> str:
+    """Return ``value`` (whom a delegate key acts for) if well formed, else raise ValueError saying what is accepted.
+
+    The value lands in the audit trail and in logs, so nothing else (no control characters, no line breaks)
+    gets through.
+    """
+    if not _PERSON.fullmatch(value):
+        shown = value if len(value) <= 80 and value.isprintable() else f"{len(value)} characters"
+        raise ValueError(
+            f"on-behalf-of value {shown!r} is not accepted: an e-mail address or name of 1-254 ASCII letters, "
+            "digits, spaces (not at either end) and . @ _ + - '"
+        )
+    return value
 
 
 class AuditEntry(BaseModel):
@@ -28,6 +51,9 @@ class AuditEntry(BaseModel):
     action: str = Field(description="METHOD and route, e.g. 'POST /v1/models/{name}/deploy'")
     resource: str = Field(description="the path asked for, e.g. '/v1/models/classifier/deploy'")
     status: int
+    on_behalf_of: str | None = Field(
+        default=None, description="the person a delegate key (the web app) acted for (X-DermaSynth-On-Behalf-Of)"
+    )
     model: str | None = None
     model_version: int | None = None
     images: int | None = None
@@ -67,6 +93,7 @@ class AuditLog:
         owner: str | None = None,
         key_id: str | None = None,
         action: str | None = None,
+        on_behalf_of: str | None = None,
         before: str | None = None,
         limit: int = 100,
         scan: int = 5000,
@@ -84,6 +111,8 @@ class AuditLog:
             if key_id is not None and values.get("key_id") != key_id:
                 continue
             if action is not None and action not in values.get("action", ""):
+                continue
+            if on_behalf_of is not None and values.get("on_behalf_of") != on_behalf_of:
                 continue
             millis = int(values.pop("time_ms", last.split("-")[0]))
             entries.append(

@@ -30,13 +30,16 @@ class Scope(StrEnum):
 
     ``engineer``: datasets, jobs and model versions of its owner; ``clinician``: predictions;
     ``deployer``: change which version of its owner's models is live (deploy, roll back);
-    ``admin``: everything of every owner, and the audit trail.
+    ``admin``: everything of every owner, and the audit trail; ``delegate``: may name the person it acts
+    for in ``X-DermaSynth-On-Behalf-Of`` (the web app's service key behind an identity provider; grants no
+    route by itself, and admin keys do not have it unless given).
     """
 
     ENGINEER = "engineer"
     CLINICIAN = "clinician"
     DEPLOYER = "deployer"
     ADMIN = "admin"
+    DELEGATE = "delegate"
 
 
 def check_owner(owner: str) -> str:

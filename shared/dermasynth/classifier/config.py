@@ -56,7 +56,9 @@ class TrainConfig(BaseModel):
     channels_last: bool = False
     weights: str | None = Field(
         default=None,
-        description="None: from scratch; a local state_dict file; or a torchvision weights name (needs network)",
+        description="None: from scratch; a local state_dict file; a torchvision weights name (needs network); "
+        "over the API a torchvision name or store:incoming/{owner}/<path>.pth, a state_dict file in the object "
+        "store under the owner's prefix",
     )
     augment: Augmentation = Field(default_factory=Augmentation)
     data_path: Literal["auto", "cache", "per_image"] = Field(

@@ -1,8 +1,10 @@
 """Classifier networks by name from torchvision, with a new head for the dataset's classes.
 
-Three ways to start: from scratch (the default), from a local ``state_dict`` file of the ImageNet
-model (transfer learning offline), or from a torchvision weights name such as ``IMAGENET1K_V1`` or
-``ResNet18_Weights.DEFAULT`` (downloads; only where the user is online). The head is the model's last
+Four ways to start: from scratch (the default), from a local ``state_dict`` file of the ImageNet
+model (transfer learning offline), from a torchvision weights name such as ``IMAGENET1K_V1`` or
+``ResNet18_Weights.DEFAULT`` (downloads; only where the user is online), or from a state_dict file in
+the object store, ``store:incoming/{owner}/<path>.pth``, which a worker has fetched into its cache
+(:mod:`dermasynth.classifier.store_weights`). The head is the model's last
 ``nn.Linear`` (``fc`` of ResNet, ``classifier[6]`` of VGG, ``classifier[1]`` of EfficientNet,
 ``classifier`` of DenseNet); its input is the pooled penultimate feature used for FID/KID.
 """
@@ -18,6 +20,7 @@ import torchvision.models
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from dermasynth.classifier import store_weights
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -69,12 +72,23 @@ def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def resolve_weights(name: str, weights: str | None) -> Path | WeightsEnum | None:
     """What ``weights`` names: None, a local file, or a torchvision weights enum member.
 
+    A ``store:`` reference names the worker's fetched copy (``{cache_root}/weights/<key>``).
+
     Raises:
-        FileNotFoundError: if ``weights`` looks like a path and no file is there.
+        FileNotFoundError: if ``weights`` looks like a path (or a ``store:`` reference not fetched) and no
+            file is there.
         ValueError: if it is neither a file nor one of the model's torchvision weights names.
     """
     if weights is None:
         return None
+    if store_weights.is_store_reference(weights):
+        fetched = store_weights.local_path(weights)
+        if not fetched.is_file():
+            raise FileNotFoundError(
+                f"weights {weights!r} were not fetched into {fetched}; a worker fetches store weights "
+                "(dermasynth.classifier.store_weights.fetch) before training"
+            )
+        return fetched
     path = Path(weights).expanduser()
     if path.is_file():
         return path
@@ -108,7 +122,8 @@ def build_model(name: str, num_classes: int, weights: str | None = None) -> nn.M
         name: a torchvision classification model, e.g. ``resnet18``, ``vgg16_bn``, ``efficientnet_b0``.
         num_classes: classes of the dataset.
         weights: None (from scratch), a local ``state_dict`` file of the pretrained model (any head size),
-            or a torchvision weights name (downloaded by torchvision; needs network).
+            a torchvision weights name (downloaded by torchvision; needs network), or a fetched
+            ``store:`` reference.
 
     Raises:
         ValueError: unknown model, unusable weights file, or ``num_classes`` under 2.

@@ -62,6 +62,12 @@ COMMANDS: dict[str, Entry] = {
     "keys": Entry(
         "dermasynth.cli.keys:app", "Issue, list and revoke the API keys the gateway accepts.", OPERATOR_PANEL, "gateway"
     ),
+    "admin": Entry(
+        "dermasynth.cli.admin:app",
+        "Maintenance: give records stored before owners existed an owner.",
+        OPERATOR_PANEL,
+        "gateway",
+    ),
     "data": Entry(
         "dermasynth.cli.data:app",
         "Local datasets: generate demo lesions, import a layout, show statistics.",

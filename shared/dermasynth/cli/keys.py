@@ -33,7 +33,8 @@ def create(
         list[Scope],
         typer.Option(
             help="engineer (datasets, jobs, models), clinician (predictions), deployer (change the live model), "
-            "admin (every owner, audit trail); repeat for several"
+            "admin (every owner, audit trail), delegate (may name the person it acts for: the web app's "
+            "service key); repeat for several"
         ),
     ],
     owner: Annotated[

@@ -11,7 +11,9 @@ against the manifest's sha256 on download) stays valid for good.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
+import json
 import re
 import shutil
 import uuid
@@ -105,6 +107,34 @@ class DatasetCatalog:
                 except DatasetNotFound:  # a publish that failed half-way
                     continue
         return sorted(infos, key=lambda info: info.created_at, reverse=True)
+
+    def ownerless(self) -> builtins.list[str]:
+        """Ids of datasets published before owners existed (no ``owner`` in the entry), oldest first."""
+        found = []
+        for key in self.store.list(f"{CATALOG_PREFIX}/"):
+            stored = json.loads(self.store.get_bytes(key)) if key.endswith(".json") else {"owner": None}
+            if "owner" not in stored:
+                found.append(DatasetInfo.model_validate(stored))
+        return [info.id for info in sorted(found, key=lambda info: info.created_at)]
+
+    def assign_owner(self, dataset_id: str, owner: str) -> DatasetInfo:
+        """Give a dataset published before owners existed to ``owner``: its index entry first, then the
+        catalog entry (so the owner's list never misses an entry that names them).
+
+        Raises:
+            DatasetNotFound: no such dataset.
+            ValueError: the dataset already has an owner.
+        """
+        try:
+            stored = json.loads(self.store.get_bytes(self._entry(dataset_id)))
+        except (ObjectNotFound, ValueError):
+            raise DatasetNotFound(dataset_id) from None
+        if "owner" in stored:
+            raise ValueError(f"dataset {dataset_id} already belongs to owner {stored['owner']!r}")
+        info = DatasetInfo.model_validate({**stored, "owner": owner})
+        self.store.put_bytes(f"{OWNERS_PREFIX}/{owner}/{dataset_id}", b"", "text/plain")
+        self.store.put_bytes(self._entry(dataset_id), info.model_dump_json(indent=2).encode(), "application/json")
+        return info
 
     def stored_bytes(self, owner: str) -> int:
         """Bytes of ``owner``'s datasets (the storage quota's measure)."""

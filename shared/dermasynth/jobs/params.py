@@ -3,10 +3,12 @@
 ``POST /v1/jobs`` takes ``{"kind": ..., "params": {...}}``; the kind picks the model below. Engine
 options reuse the engines' own validated configs (:class:`~dermasynth.classifier.config.TrainConfig`,
 :class:`~dermasynth.gan.config.GanConfig`), so the API accepts exactly what the engines accept, with a
-few limits added for requests that come over the network: weights only by torchvision name (never a
-file of the worker), bounded step counts, a floor on every ``*_every`` option (so a job writes a bounded
-number of snapshots, grids, checkpoints and log entries), and bounded synthetic image counts, checked
-again against the dataset's real class counts at submission (:func:`check_synthesis_budget`).
+few limits added for requests that come over the network: weights only by torchvision name or as a
+state_dict file in the object store under the owner's ``incoming/{owner}/`` prefix (never a file of the
+worker; the owner is checked at submission, see :mod:`dermasynth.classifier.store_weights`), bounded
+step counts, a floor on every ``*_every`` option (so a job writes a bounded number of snapshots, grids,
+checkpoints and log entries), and bounded synthetic image counts, checked again against the dataset's
+real class counts at submission (:func:`check_synthesis_budget`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from dermasynth.classifier import store_weights
 from dermasynth.classifier.config import TrainConfig
 from dermasynth.experiments.config import ExperimentConfig
 from dermasynth.gan.config import GanConfig
@@ -40,9 +43,13 @@ Split = Literal["val", "test"]
 
 
 def _api_weights(model: str, weights: str | None) -> str | None:
-    """Only the model's own torchvision weights names, never a path or file name of the worker."""
+    """The model's own torchvision weights names, or a ``store:incoming/{owner}/...`` file (its form checked
+    here, its owner at submission); never a path or file name of the worker."""
     if weights is None:
         return None
+    if store_weights.is_store_reference(weights):
+        store_weights.store_key(weights)
+        return weights
     import torchvision.models
 
     try:
@@ -55,7 +62,8 @@ def _api_weights(model: str, weights: str | None) -> str | None:
         accepted = ", ".join(names) if names else f"none ({model} has no torchvision weights)"
         raise ValueError(
             f"weights {weights!r}: only the torchvision weights names of {model} are accepted over the API "
-            f"(no files of the worker); accepted: {accepted}, or None to train from scratch"
+            f"(no files of the worker); accepted: {accepted}; a state_dict file you put in the object store, "
+            f"store:incoming/{{owner}}/<path>.pth; or None to train from scratch"
         )
     return weights
 

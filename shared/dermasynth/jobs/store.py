@@ -24,6 +24,7 @@ to cancel it at once, since a cancel needs no second worker.
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -360,6 +361,54 @@ class RedisJobStore:
         self.redis.transaction(apply, key)
         return self.get(job_id)
 
+    # -- records written before owners existed ---------------------------------------------------------
+    def ownerless(self) -> builtins.list[str]:
+        """Ids of jobs stored before owners existed, oldest first: no ``owner`` in the record, or the legacy
+        form whose ``owner`` was the submitting key's id (no ``key_id`` in the record). Reads every record:
+        an operator's one-off, never a request path."""
+        ids = [_text(i) for i in cast(builtins.list[bytes], self.redis.zrange(self._index, 0, -1))]
+        found = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for job_id, raw in zip(chunk, self.redis.mget([self._key(i) for i in chunk]), strict=True):
+                if raw is not None and _legacy_owner(json.loads(raw)):
+                    found.append(job_id)
+        return found
+
+    def assign_owner(self, job_id: str, owner: str) -> JobRecord:
+        """Give a job stored before owners existed to ``owner``: the record, the owner's index (lists page
+        through it) and, while it is queued or running, the owner's active set (the jobs quota). A legacy
+        owner (the submitting key's id) is kept as the record's ``key_id``.
+
+        Raises:
+            JobNotFound: no such job.
+            ValueError: the job already has an owner.
+        """
+        key = self._key(job_id)
+
+        def apply(pipe: Pipeline) -> None:
+            raw = pipe.get(key)
+            if raw is None:
+                raise JobNotFound(job_id)
+            stored = json.loads(raw)
+            if not _legacy_owner(stored):
+                raise ValueError(f"job {job_id} already belongs to owner {stored['owner']!r}")
+            previous = stored.get("owner")
+            record = JobRecord.model_validate(
+                {**stored, "owner": owner, "key_id": stored.get("key_id", previous or "")}
+            )
+            pipe.multi()
+            pipe.set(key, record.model_dump_json(exclude={"progress", "cancel_requested"}))
+            if previous:
+                pipe.zrem(self._owner_index(previous), job_id)
+                pipe.srem(self._active(previous), job_id)
+            pipe.zadd(self._owner_index(owner), {job_id: record.created_at.timestamp()})
+            if not record.terminal:
+                pipe.sadd(self._active(owner), job_id)
+
+        self.redis.transaction(apply, key)
+        return self.get(job_id)
+
     # -- progress and logs -------------------------------------------------------------------------
     def set_progress(self, job_id: str, progress: Progress) -> None:
         self.redis.set(self._key(job_id, "progress"), progress.model_dump_json())
@@ -465,6 +514,11 @@ class RedisJobStore:
 
     def ping(self) -> None:
         self.redis.ping()
+
+
+def _legacy_owner(stored: dict[str, Any]) -> bool:
+    """Whether a stored job record predates owners (no owner, or the submitting key's id in its place)."""
+    return "owner" not in stored or "key_id" not in stored
 
 
 def _text(value: bytes | str) -> str:

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from dermasynth.classifier import store_weights
+from dermasynth.classifier.config import TrainConfig
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.gan.synthesis import SynthesisPlan
 from dermasynth.jobs.params import check_synthesis_budget
@@ -121,6 +123,31 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def weights_of(params: BaseModel) -> str | None:
+    """The starting weights a training or experiment job names (None for other kinds, or from scratch)."""
+    config = getattr(params, "config", None)
+    train = config if isinstance(config, TrainConfig) else getattr(config, "train", None)
+    return train.weights if isinstance(train, TrainConfig) else None
+
+
+def check_weights(params: BaseModel, store: ObjectStore | None, owner: str) -> None:
+    """Make sure ``store:`` weights the parameters name are ``owner``'s own, present and small enough.
+
+    Raises:
+        UnknownReference: the reference is another owner's, missing or too large (the message says what is
+            accepted), or there is no store to look in.
+    """
+    weights = weights_of(params)
+    if weights is None or not store_weights.is_store_reference(weights):
+        return
+    if store is None:
+        raise UnknownReference(f"weights {weights!r} name the object store, which this submission cannot reach")
+    try:
+        store_weights.check_stored(store, weights, owner)
+    except store_weights.WeightsRefused as exc:
+        raise UnknownReference(str(exc)) from None
+
+
 def submit_job(
     kind: JobKind,
     params: BaseModel,
@@ -132,6 +159,7 @@ def submit_job(
     key_id: str = "",
     admin: bool = False,
     max_active: int | None = None,
+    store: ObjectStore | None = None,
     job_id: str | None = None,
 ) -> JobRecord:
     """Record a queued job of ``owner`` and put it on its queue; never waits for it to run.
@@ -139,6 +167,8 @@ def submit_job(
     Args:
         admin: the caller may name any owner's datasets and jobs.
         max_active: the owner's quota of queued and running jobs (None: no quota).
+        store: where ``store:`` weights are looked up; they must lie under ``incoming/{owner}/`` (admins'
+            jobs included: a job's weights are its own owner's).
         job_id: the job's id when the caller made it beforehand (an ingest job's upload is stored under
             it before the job is queued); None: a new one.
 
@@ -148,6 +178,7 @@ def submit_job(
         QueueUnavailable: the broker refused the message (the job is then recorded as failed).
     """
     check_references(params, jobs, registry, owner=None if admin else owner)
+    check_weights(params, store, owner)
     check_job_quota(jobs, owner, max_active)
     record = jobs.create(
         JobRecord(

@@ -14,6 +14,7 @@ re-read it at least every :data:`LIVE_REFRESH_S` and on any "version not loaded"
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,34 @@ class ModelRegistry:
         """The owner of model ``name``: its first version's (None when nothing is registered)."""
         versions = self.versions(name)
         return versions[0].owner if versions else None
+
+    def ownerless(self) -> list[tuple[str, int]]:
+        """(model, version) of every version registered before owners existed (no ``owner`` in its record)."""
+        found = []
+        for name in self.names():
+            for key in self.store.list(self._key(name, "versions") + "/"):
+                stored = json.loads(self.store.get_bytes(key))
+                if "owner" not in stored:
+                    found.append((name, int(stored["version"])))
+        return sorted(found)
+
+    def assign_owner(self, name: str, version: int, owner: str) -> ModelVersionInfo:
+        """Give a version registered before owners existed to ``owner``.
+
+        Raises:
+            UnknownModel: no such version.
+            ValueError: the version already has an owner.
+        """
+        key = self._key(name, "versions", f"{version}.json")
+        try:
+            stored = json.loads(self.store.get_bytes(key))
+        except ObjectNotFound:
+            raise UnknownModel(f"model {name!r} has no version {version}") from None
+        if "owner" in stored:
+            raise ValueError(f"model {name!r} version {version} already belongs to owner {stored['owner']!r}")
+        info = ModelVersionInfo.model_validate({**stored, "owner": owner})
+        self.store.put_bytes(key, info.model_dump_json(indent=2).encode(), "application/json")
+        return info
 
     def names(self) -> list[str]:
         """Models with at least one registered version."""

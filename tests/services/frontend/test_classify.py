@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,10 +110,11 @@ def test_gateway_problems_are_shown_not_raised(
     assert "not valid" in page.error[0].value
 
 
-def test_behind_an_identity_provider_people_sign_in_there_and_never_see_a_key_field(
-    web_settings: pytest.MonkeyPatch, platform: ServingPlatform
+def test_behind_an_identity_provider_people_sign_in_there_and_the_audit_trail_names_them(
+    web_settings: pytest.MonkeyPatch, platform: ServingPlatform, served: Served
 ) -> None:
-    web_settings.setenv("DERMASYNTH_FRONTEND_SERVICE_KEY", platform.key(Scope.CLINICIAN))
+    service_key = platform.key(Scope.CLINICIAN, Scope.DELEGATE)  # the web app's own key may act for people
+    web_settings.setenv("DERMASYNTH_FRONTEND_SERVICE_KEY", service_key)
     get_settings.cache_clear()
     page = AppTest.from_file(str(PAGES / "classify.py"), default_timeout=PAGE_TIMEOUT_S)
     page.secrets["auth"] = {
@@ -127,3 +129,20 @@ def test_behind_an_identity_provider_people_sign_in_there_and_never_see_a_key_fi
     assert "not a diagnosis" in page.warning[0].value
     assert [b.label for b in page.button] == ["Sign in"]  # the provider's sign-in, not a key field
     assert not page.text_input and not page.get("file_uploader")
+
+    page.user.update({"is_logged_in": True, "email": "dr.jones@example.org", "name": "Dr A. Jones"})
+    page.run()
+    assert not page.exception and not page.text_input  # signed in at the provider: still no key field
+    page.file_uploader[0].set_value([("lesion.png", _lesions(served, 1)[0], "image/png")])
+    page.run()
+    next(b for b in page.button if b.label == "Classify").click().run()
+    assert not page.exception and page.subheader[0].value == "1 of 1 photos answered"
+    audit = httpx.get(
+        f"{platform.gateway_url}/v1/audit",
+        headers={"X-API-Key": platform.key(Scope.ADMIN)},
+        params={"on_behalf_of": "dr.jones@example.org", "action": "/v1/predictions"},
+        timeout=30,
+    )
+    assert audit.status_code == 200, audit.text
+    [entry] = audit.json()["entries"]
+    assert entry["key_id"] == service_key.split("_")[1] and entry["status"] == 200 and entry["images"] == 1

@@ -269,9 +269,44 @@ def test_the_audit_trail_records_who_did_what(
     assert entry["images"] == 1 and entry["model"] == "classifier" and entry["owner"] == "default"
     raw = redis.Redis.from_url(shared_platform.redis_url).xrange(f"{shared_platform.prefix}:audit")
     assert all(
-        set(fields) <= {b"key_id", b"owner", b"action", b"resource", b"status", b"model", b"model_version", b"images"}
+        set(fields)
+        <= {
+            *(b"time_ms", b"key_id", b"owner", b"action", b"resource", b"status"),
+            *(b"on_behalf_of", b"model", b"model_version", b"images"),
+        }
         for _, fields in raw
     )  # never image content
+
+
+def test_only_delegate_keys_name_the_person_they_act_for_in_the_audit_trail(
+    client: TestClient, shared_platform: Platform
+) -> None:
+    service = _key(shared_platform, "team-web", Scope.ENGINEER, Scope.DELEGATE)  # the web app's key
+    ordinary = _key(shared_platform, "team-web", Scope.ENGINEER)
+    body = {"kind": "training", "params": {"dataset_id": "ds-none"}}
+    person = {"X-DermaSynth-On-Behalf-Of": "dr.jones@example.org"}
+    delegated = client.post("/v1/jobs", headers={"X-API-Key": service, **person}, json=body)
+    assert delegated.status_code == 422 and delegated.json()["reason"] == "unknown_reference"  # ran, then audited
+    refused = client.post("/v1/jobs", headers={"X-API-Key": ordinary, **person}, json=body)
+    assert refused.status_code == 403 and refused.json()["reason"] == "delegation_refused"
+    assert "delegate scope" in refused.json()["detail"]
+    for bad in ("dr.jones@example.org; admin", " dr.jones", "x" * 255, ""):
+        malformed = client.post("/v1/jobs", headers={"X-API-Key": service, "X-DermaSynth-On-Behalf-Of": bad}, json=body)
+        assert malformed.status_code == 400 and malformed.json()["reason"] == "invalid_on_behalf_of", bad
+        assert "1-254 ASCII letters" in malformed.json()["detail"]
+    client.post("/v1/jobs", headers={"X-API-Key": service}, json=body)  # the service key on its own account
+
+    admin = {"X-API-Key": _key(shared_platform, "ops", Scope.ADMIN)}
+    named = client.get("/v1/audit", headers=admin, params={"on_behalf_of": "dr.jones@example.org"}).json()["entries"]
+    assert [(e["key_id"], e["owner"], e["action"], e["status"]) for e in named] == [
+        (service.split("_")[1], "team-web", "POST /v1/jobs", 422)
+    ]
+    by_service = client.get("/v1/audit", headers=admin, params={"key_id": service.split("_")[1]}).json()["entries"]
+    assert [e["on_behalf_of"] for e in by_service] == [None, "dr.jones@example.org"]  # newest first
+    [attempt] = client.get("/v1/audit", headers=admin, params={"key_id": ordinary.split("_")[1]}).json()["entries"]
+    assert attempt["status"] == 403 and attempt["on_behalf_of"] is None  # the refusal is on record, naming the key
+    bad_filter = client.get("/v1/audit", headers=admin, params={"on_behalf_of": "a\nb"})
+    assert bad_filter.status_code == 422
 
 
 def test_audit_entries_older_than_the_retention_are_dropped(redis_url: str, redis_prefix: str) -> None:
