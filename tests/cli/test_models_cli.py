@@ -14,7 +14,7 @@ from dermasynth.auth import Scope
 from dermasynth.cli import app
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import JobKind, JobRecord, JobState, RedisJobStore, run_prefix
-from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.gateway.serving import ServingPlatform, serving_platform
 from tests.triton_fixtures import Served
 
 runner = CliRunner()
@@ -22,18 +22,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(
-        serving_redis(redis_url),
-        tmp_path_factory.mktemp("models-cli"),
-        triton_url=served.triton.url,
-        store_root=served.store.root,
-    )
-    try:
+    with serving_platform(served, redis_url, tmp_path_factory.mktemp("models-cli")) as deployment:
         deployment.start_gateway()
         deployment.start_worker("models-cli", queues="default")  # exports run as worker jobs
         yield deployment
-    finally:
-        deployment.close()
 
 
 def _env(platform: ServingPlatform, *scopes: Scope) -> dict[str, str]:

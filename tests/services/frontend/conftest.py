@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dermasynth.config import get_settings
 from services.frontend import session
-from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.gateway.serving import ServingPlatform, serving_platform
 from tests.triton_fixtures import Served
 
 PAGES = Path(session.__file__).resolve().parent / "views"
@@ -20,18 +20,10 @@ PAGE_TIMEOUT_S = 120
 @pytest.fixture(scope="package")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
     """A gateway (uvicorn) on the session's tritonserver and model store; at most 8 images per request."""
-    deployment = ServingPlatform(
-        serving_redis(redis_url),
-        tmp_path_factory.mktemp("webapp"),
-        triton_url=served.triton.url,
-        store_root=served.store.root,
-    )
-    try:
+    with serving_platform(served, redis_url, tmp_path_factory.mktemp("webapp")) as deployment:
         deployment.start_gateway()
         deployment.start_worker("web", queues="default")  # dataset uploads are ingest jobs
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from dermasynth.config import Settings
 from services.gateway.app import create_app
 from services.gateway.services import Services
 from tests.services.platform import Platform
+from tests.triton_fixtures import Served
 
 
 def serving_redis(redis_url: str) -> str:
@@ -63,3 +64,15 @@ class ServingPlatform(Platform):
                 yield client
         finally:
             services.close()
+
+
+@contextmanager
+def serving_platform(served: Served, redis_url: str, root: Path) -> Iterator[ServingPlatform]:
+    """A :class:`ServingPlatform` on the session's tritonserver and model store, in ``root``; closed afterwards."""
+    deployment = ServingPlatform(
+        serving_redis(redis_url), root, triton_url=served.triton.url, store_root=served.store.root
+    )
+    try:
+        yield deployment
+    finally:
+        deployment.close()

@@ -25,7 +25,7 @@ from services.gateway.errors import PROBLEM_MEDIA_TYPE
 from tests.data.samples import BAD_FILES, jpeg, png
 from tests.data.zips import BAD_UPLOADS, JOB_REFUSALS, imagefolder_zip, zip_members
 from tests.services.gateway.conftest import publish_zip
-from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.gateway.serving import ServingPlatform, serving_platform
 from tests.services.platform import PEPPER
 from tests.triton_fixtures import Served
 
@@ -411,16 +411,8 @@ CASES: list[Case] = [
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(
-        serving_redis(redis_url),
-        tmp_path_factory.mktemp("hostile"),
-        triton_url=served.triton.url,
-        store_root=served.store.root,
-    )
-    try:
+    with serving_platform(served, redis_url, tmp_path_factory.mktemp("hostile")) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")

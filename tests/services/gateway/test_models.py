@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from dermasynth.auth import Scope
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.jobs import JobKind, JobRecord, JobState, RedisJobStore, run_prefix
-from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.gateway.serving import ServingPlatform, serving_platform
 from tests.services.platform import wait_until
 from tests.triton_fixtures import Served, copy_version
 
@@ -25,16 +25,8 @@ ROLLOUT = "rollout"
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(
-        serving_redis(redis_url),
-        tmp_path_factory.mktemp("gw"),
-        triton_url=served.triton.url,
-        store_root=served.store.root,
-    )
-    try:
+    with serving_platform(served, redis_url, tmp_path_factory.mktemp("gw")) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")

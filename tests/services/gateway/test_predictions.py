@@ -22,7 +22,7 @@ from dermasynth.data.images import load_rgb
 from dermasynth.serving.calibration import calibrated_probabilities
 from dermasynth.serving.inference_client import TritonClient
 from services.inference.launcher import LocalTriton, free_port
-from tests.services.gateway.serving import ServingPlatform, serving_redis
+from tests.services.gateway.serving import ServingPlatform, serving_platform
 from tests.triton_fixtures import Served
 
 Files = list[tuple[str, tuple[str, bytes, str]]]
@@ -30,16 +30,8 @@ Files = list[tuple[str, tuple[str, bytes, str]]]
 
 @pytest.fixture(scope="module")
 def platform(served: Served, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingPlatform]:
-    deployment = ServingPlatform(
-        serving_redis(redis_url),
-        tmp_path_factory.mktemp("gw"),
-        triton_url=served.triton.url,
-        store_root=served.store.root,
-    )
-    try:
+    with serving_platform(served, redis_url, tmp_path_factory.mktemp("gw")) as deployment:
         yield deployment
-    finally:
-        deployment.close()
 
 
 @pytest.fixture(scope="module")
