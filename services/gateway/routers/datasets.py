@@ -224,8 +224,8 @@ def register_dataset(
     at once (403 for another prefix, 413 over the limits, 422 for an empty one) and nothing is downloaded
     here. Answers 202 with the queued ``ingest`` job, which downloads, checks and publishes the dataset."""
     options = _options(settings, body.format, body.seed, body.val_frac, body.test_frac, key.owner)
-    prefix, keys = check_store_prefix(store, body.prefix, key.owner, options.limits)
-    check_storage_quota(registry, settings.max_stored_bytes_per_owner, key.owner, sum(store.size(k) for k in keys))
+    prefix, _, nbytes = check_store_prefix(store, body.prefix, key.owner, options.limits)
+    check_storage_quota(registry, settings.max_stored_bytes_per_owner, key.owner, nbytes)
     params = IngestParams(
         source="store",
         location=prefix,

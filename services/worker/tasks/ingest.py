@@ -103,8 +103,8 @@ def _import(
                 return ingest_archive(
                     registry, archive, name=params.name, options=options, dataset_id=dataset_id, job_id=job_id
                 )
-        prefix, keys = check_store_prefix(store, params.location, owner, options.limits)
-        check_storage_quota(registry, settings.max_stored_bytes_per_owner, owner, sum(store.size(k) for k in keys))
+        prefix, keys, nbytes = check_store_prefix(store, params.location, owner, options.limits)
+        check_storage_quota(registry, settings.max_stored_bytes_per_owner, owner, nbytes)
         ctx.progress(Progress(phase="ingest", message=f"downloading and validating {len(keys)} objects of {prefix}"))
         return ingest_store_prefix(
             registry, store, prefix, name=params.name, options=options, dataset_id=dataset_id, job_id=job_id

@@ -12,7 +12,7 @@ import csv
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, NamedTuple
 
 from dermasynth.config import Settings
 from dermasynth.data.archives import ArchiveLimits, ArchiveRejected, extract_archive
@@ -128,9 +128,17 @@ def ingest_archive(
         )
 
 
-def check_store_prefix(store: ObjectStore, prefix: str, owner: str, limits: ArchiveLimits) -> tuple[str, list[str]]:
-    """The normalised ``prefix`` and its keys, if it lies under ``incoming/{owner}/`` and its objects are
-    within the upload limits; only the store's listing and sizes are read, nothing is downloaded.
+class StorePrefix(NamedTuple):
+    """A checked prefix of the object store: its normalised name, its keys and their bytes in all."""
+
+    prefix: str
+    keys: list[str]
+    nbytes: int
+
+
+def check_store_prefix(store: ObjectStore, prefix: str, owner: str, limits: ArchiveLimits) -> StorePrefix:
+    """The normalised ``prefix``, its keys and their total size, if it lies under ``incoming/{owner}/`` and its
+    objects are within the upload limits; only the store's listing and sizes are read, nothing is downloaded.
 
     Raises:
         ArchiveRejected: another prefix than the owner's own, nothing under it, too many objects or bytes.
@@ -167,7 +175,7 @@ def check_store_prefix(store: ObjectStore, prefix: str, owner: str, limits: Arch
                 f"{prefix!r} holds more than the {limits.max_expanded_bytes} bytes accepted "
                 "(DERMASYNTH_MAX_UPLOAD_EXPANDED_BYTES)",
             )
-    return prefix, keys
+    return StorePrefix(prefix, keys, total)
 
 
 def ingest_store_prefix(
@@ -186,7 +194,7 @@ def ingest_store_prefix(
         ArchiveRejected: see :func:`check_store_prefix`.
         And whatever :func:`ingest_folder` raises.
     """
-    prefix, keys = check_store_prefix(store, prefix, options.owner, options.limits)
+    prefix, keys, _ = check_store_prefix(store, prefix, options.owner, options.limits)
     with tempfile.TemporaryDirectory(prefix="dermasynth-register-") as work:
         for key in keys:
             store.get_file(key, Path(work).joinpath(*PurePosixPath(key[len(prefix) :]).parts))
