@@ -12,7 +12,13 @@ from dermasynth.data.archives import ArchiveLimits, ArchiveRejected
 from dermasynth.data.catalog import DatasetCatalog
 from dermasynth.data.formats import FormatError
 from dermasynth.data.manifest import Manifest
-from dermasynth.data.uploads import IngestOptions, NothingAccepted, ingest_archive, ingest_store_prefix
+from dermasynth.data.uploads import (
+    IngestOptions,
+    NothingAccepted,
+    check_store_prefix,
+    ingest_archive,
+    ingest_store_prefix,
+)
 from dermasynth.storage import FilesystemStore
 from tests.data.samples import jpeg
 from tests.data.zips import BAD_UPLOADS, imagefolder_zip, undecodable_zip, zip_folder, zip_members
@@ -85,10 +91,11 @@ def test_register_a_prefix_already_in_the_store(tmp_path: Path) -> None:
     for label in ("bcc", "df"):
         for i in range(3):
             registry.store.put_bytes(f"incoming/default/set1/{label}/{i}.jpg", jpeg((30 * i, 100, 50)))
-    info, report = ingest_store_prefix(registry, registry.store, "incoming/default/set1", name="set1", options=OPTIONS)
+    checked = check_store_prefix(registry.store, "incoming/default/set1", "default", OPTIONS.limits)
+    info, report = ingest_store_prefix(registry, registry.store, checked, name="set1", options=OPTIONS)
     assert info.origin == "store" and report.accepted == 6 and info.stats.classes == {"bcc": 3, "df": 3}
     with pytest.raises(ArchiveRejected, match="nothing is stored"):
-        ingest_store_prefix(registry, registry.store, "incoming/default/none", name="x", options=OPTIONS)
+        check_store_prefix(registry.store, "incoming/default/none", "default", OPTIONS.limits)
     small = IngestOptions(limits=ArchiveLimits(2, 1 << 20, 100))
     with pytest.raises(ArchiveRejected, match="more than the 2"):
-        ingest_store_prefix(registry, registry.store, "incoming/default/set1", name="x", options=small)
+        check_store_prefix(registry.store, "incoming/default/set1", "default", small.limits)

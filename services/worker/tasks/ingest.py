@@ -103,11 +103,12 @@ def _import(
                 return ingest_archive(
                     registry, archive, name=params.name, options=options, dataset_id=dataset_id, job_id=job_id
                 )
-        prefix, keys, nbytes = check_store_prefix(store, params.location, owner, options.limits)
-        check_storage_quota(registry, settings.max_stored_bytes_per_owner, owner, nbytes)
-        ctx.progress(Progress(phase="ingest", message=f"downloading and validating {len(keys)} objects of {prefix}"))
+        checked = check_store_prefix(store, params.location, owner, options.limits)
+        check_storage_quota(registry, settings.max_stored_bytes_per_owner, owner, checked.nbytes)
+        objects = f"{len(checked.keys)} objects of {checked.prefix}"
+        ctx.progress(Progress(phase="ingest", message=f"downloading and validating {objects}"))
         return ingest_store_prefix(
-            registry, store, prefix, name=params.name, options=options, dataset_id=dataset_id, job_id=job_id
+            registry, store, checked, name=params.name, options=options, dataset_id=dataset_id, job_id=job_id
         )
     except NothingAccepted as exc:  # keep the per-file reasons where the user can read them
         ctx.out.put_bytes(FAILED_REPORT, exc.report.model_dump_json(indent=2).encode(), "application/json")

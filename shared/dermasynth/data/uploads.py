@@ -181,20 +181,20 @@ def check_store_prefix(store: ObjectStore, prefix: str, owner: str, limits: Arch
 def ingest_store_prefix(
     registry: DatasetCatalog,
     store: ObjectStore,
-    prefix: str,
+    checked: StorePrefix,
     *,
     name: str,
     options: IngestOptions,
     dataset_id: str | None = None,
     job_id: str | None = None,
 ) -> tuple[DatasetInfo, ImportReport]:
-    """Register a dataset that already lies in the store under ``prefix`` (any supported layout).
+    """Register a dataset that already lies in the store under a prefix (any supported layout), once
+    :func:`check_store_prefix` has listed and checked it.
 
     Raises:
-        ArchiveRejected: see :func:`check_store_prefix`.
-        And whatever :func:`ingest_folder` raises.
+        Whatever :func:`ingest_folder` raises.
     """
-    prefix, keys, _ = check_store_prefix(store, prefix, options.owner, options.limits)
+    prefix, keys, _ = checked
     with tempfile.TemporaryDirectory(prefix="dermasynth-register-") as work:
         for key in keys:
             store.get_file(key, Path(work).joinpath(*PurePosixPath(key[len(prefix) :]).parts))
