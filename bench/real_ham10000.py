@@ -9,9 +9,13 @@ balanced accuracy, macro-F1 and per-class recall with 95% bootstrap intervals.
     python bench/real_ham10000.py                    # about 10 minutes per arm
     python bench/real_ham10000.py --budget-min 2     # a shorter look
     python bench/real_ham10000.py --budget-min 12 --data-paths per_image,cache   # old vs new data path
+    python bench/real_ham10000.py --budget-min 12 --data-paths per_image,cache --seeds 0,1,2
 
 With ``--data-paths`` the arms are training data paths (class-balanced sampler in each), each calibrated
 on its own speed so that it fills the same budget (the decoded cache is built before, outside the budget).
+With ``--seeds`` every arm is trained once per training seed (the split stays the same), and the table
+ends with each arm's mean and standard deviation over the seeds and the paired differences between arms:
+one run's bootstrap interval covers the test set's sampling, not the spread between training runs.
 Skips (exit 0) when ../shared/data/ham10000_200x150 is not there.
 """
 
@@ -122,6 +126,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds (with --data-paths)")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs (checkpoints, metrics, figures) here")
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -147,15 +152,21 @@ def main() -> None:
         rows = []
         if args.data_paths:
             open_decoded_cache(manifest, args.image_size, base.crop)  # built once, outside every arm's budget
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+            configs = []
             for path in args.data_paths.split(","):
                 config = base.model_copy(update={"data_path": path.strip()})
-                arm_epochs = calibrate(config, manifest, steps=20, budget_s=budget_s)
-                row = run_arm(
-                    f"path-{path.strip()}", config.model_copy(update={"epochs": arm_epochs}), manifest, folder, budget_s
-                )
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                configs.append(config.model_copy(update={"epochs": calibrate(config, manifest, 20, budget_s)}))
+            for seed in seeds:  # seed-major: a load change hits both arms of a seed, not one arm of all seeds
+                for config in configs:
+                    suffix = f"-seed{seed}" if len(seeds) > 1 else ""
+                    name = f"path-{config.data_path}{suffix}"
+                    row = run_arm(name, config.model_copy(update={"seed": seed}), manifest, folder, budget_s)
+                    rows.append(row | {"path": config.data_path, "seed": seed})
+                    print(json.dumps(rows[-1]), flush=True)
             _print_table(rows, f"{args.model} from scratch, {args.image_size} px, {args.budget_min:g} min per arm")
+            if len(seeds) > 1:
+                _print_seed_summary(rows, [config.data_path for config in configs], seeds)
             return
         epochs = calibrate(base, manifest, steps=10, budget_s=budget_s)
         for balance in args.arms.split(","):
@@ -191,6 +202,30 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
         else ""
     )
     print(f"load average at the end: {os.getloadavg()}")
+
+
+def _print_seed_summary(rows: list[dict[str, Any]], paths: list[str], seeds: list[int]) -> None:
+    """Each arm's mean and standard deviation over seeds, and the per-seed differences to the first arm."""
+    scores = {
+        (row["path"], row["seed"]): {m: row["test"][m] for m in ("balanced_accuracy", "macro_f1", "accuracy")}
+        for row in rows
+        if row["test"] is not None
+    }
+    print(f"\nover training seeds {seeds} (mean +- standard deviation; n = runs that finished)")
+    for metric in ("balanced_accuracy", "macro_f1", "accuracy"):
+        for path in paths:
+            values = torch.tensor([scores[path, s][metric] for s in seeds if (path, s) in scores], dtype=torch.float64)
+            std = values.std().item() if len(values) > 1 else float("nan")
+            print(f"{metric:>18} {path:>10}: {values.mean().item():.3f} +- {std:.3f} (n={len(values)})")
+        for path in paths[1:]:
+            diffs = [
+                scores[path, s][metric] - scores[paths[0], s][metric]
+                for s in seeds
+                if (path, s) in scores and (paths[0], s) in scores
+            ]
+            shown = ", ".join(f"{d:+.3f}" for d in diffs)
+            mean = sum(diffs) / len(diffs) if diffs else float("nan")
+            print(f"{metric:>18} {path} - {paths[0]} per seed: {shown}; mean {mean:+.3f}")
 
 
 if __name__ == "__main__":
