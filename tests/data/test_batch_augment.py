@@ -100,6 +100,19 @@ def test_rotation_leaves_black_corners_like_random_rotation() -> None:
     assert out[0, :, 0, 0].abs().max() == 0 and out[0, :, 8, 8].min() > 0.7
 
 
+def test_any_rotation_is_random_rotations_nearest_neighbour_one() -> None:
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for angle in (30.0, -137.0):
+        rotated = _plain(32).apply(pixels, _params(2, (0, 0, 32, 32), angle=angle)) * 255
+        expected = v2.functional.rotate(pixels, angle).float()  # NEAREST, black fill: RandomRotation's defaults
+        same = torch.isclose(rotated, expected, atol=1e-3).float().mean().item()
+        assert same > 0.97, (angle, same)  # pixel centres that fall exactly between two source pixels may differ
+    # nearest-neighbour: a rotated two-tone image has only its two tones and the black corners, no blends
+    board = torch.where((torch.arange(32)[:, None] + torch.arange(32)) % 2 == 0, 50, 200).to(torch.uint8)
+    out = _plain(32).apply(board.expand(1, 3, 32, 32).contiguous(), _params(1, (0, 0, 32, 32), angle=30.0)) * 255
+    assert set(out.round().unique().tolist()) == {0.0, 50.0, 200.0}
+
+
 def test_hue_matrices_keep_grey_and_turn_a_full_circle() -> None:
     m = hue_matrices(torch.tensor([0.1, -0.2, 1.0]))
     grey = torch.tensor([0.4, 0.4, 0.4], dtype=torch.float64)

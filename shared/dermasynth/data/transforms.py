@@ -222,8 +222,9 @@ class BatchAugment:
     pixels' device (CUDA or CPU). Every sample has its own parameters, drawn from a CPU generator (see
     :func:`step_generator`), so the result is the same on any device and after a resume.
 
-    The random resized crop, both flips and the rotation are one affine map per sample, applied by one
-    bilinear ``grid_sample``; corners a rotation uncovers are black, as with ``RandomRotation``. Colour
+    The random resized crop and both flips are one affine map per sample, applied by a bilinear
+    ``grid_sample``; the rotation is a second, nearest-neighbour one whose uncovered corners are black, as
+    with ``RandomRotation`` (its default interpolation), so the images are as sharp as the per-image ones. Colour
     jitter follows ``ColorJitter`` (brightness, contrast, saturation, hue with its factor ranges, in a
     random order), with one order per batch rather than per image, and the hue turned by a linear YIQ
     rotation (see :func:`hue_matrices`) rather than through HSV.
@@ -259,17 +260,14 @@ class BatchAugment:
         device = pixels.device
         n, _, height, width = pixels.shape
         s = self.preprocessing.image_size
-        # output = rotate(vflip(hflip(crop))): each output pixel centre, mapped back into the crop window
-        # (coordinates in [-1, 1]); rotation and flips are one 2x2 matrix per sample
-        theta = torch.deg2rad(params.angle)
-        cos, sin = torch.cos(theta), torch.sin(theta)
+        f = torch.nn.functional
+        # 1. crop window + flips, resized to s x s by bilinear sampling (RandomResizedCrop, then the flips,
+        #    which map pixel centres onto pixel centres); grid coordinates in [-1, 1]
         sx = 1.0 - 2.0 * params.hflip.double()
         sy = 1.0 - 2.0 * params.vflip.double()
-        to_window = torch.zeros(n, 2, 3, dtype=torch.float64)
-        to_window[:, 0, 0], to_window[:, 0, 1] = sx * cos, -sx * sin
-        to_window[:, 1, 0], to_window[:, 1, 1] = sy * sin, sy * cos
-        window = torch.nn.functional.affine_grid(to_window.float().to(device), [n, 1, s, s], align_corners=False)
-        inside = (window.abs() <= 1).all(dim=-1).unsqueeze(1)
+        flips = torch.zeros(n, 2, 3, dtype=torch.float64)
+        flips[:, 0, 0], flips[:, 1, 1] = sx, sy
+        window = f.affine_grid(flips.float().to(device), [n, 1, s, s], align_corners=False)
         # crop window -> the canvas's normalized coordinates: x = (left + (u + 1) / 2 * cw) * 2 / W - 1
         top, left, ch, cw = params.crop.double().unbind(1)
         scale = torch.stack([cw / width, ch / height], dim=1)
@@ -277,10 +275,17 @@ class BatchAugment:
         grid = torch.addcmul(
             offset.float().to(device).view(n, 1, 1, 2), window, scale.float().to(device).view(n, 1, 1, 2)
         )
-        images = torch.nn.functional.grid_sample(
-            pixels.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        images = images.mul_(inside).mul_(1.0 / 255.0)
+        images = f.grid_sample(pixels.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # 2. rotation about the centre by nearest-neighbour sampling, uncovered corners black: RandomRotation's
+        #    defaults. Folding it into the bilinear pass made the training images blurrier than the per-image
+        #    path's (mean gradient 0.0165 against 0.0183 on real HAM10000 at 64 px; eval images 0.0197)
+        theta = torch.deg2rad(params.angle)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        rotation = torch.zeros(n, 2, 3, dtype=torch.float64)
+        rotation[:, 0, 0], rotation[:, 0, 1], rotation[:, 1, 0], rotation[:, 1, 1] = cos, -sin, sin, cos
+        grid = f.affine_grid(rotation.float().to(device), [n, 1, s, s], align_corners=False)
+        images = f.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        images = images.mul_(1.0 / 255.0)
         if self.augment.color_jitter > 0:
             images = self._jitter(images, params.colour.float().to(device), params.colour_order)
         return self._standardize(images)
