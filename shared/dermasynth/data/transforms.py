@@ -277,8 +277,8 @@ class BatchAugment:
         )
         images = f.grid_sample(pixels.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         # 2. rotation about the centre by nearest-neighbour sampling, uncovered corners black: RandomRotation's
-        #    defaults. Folding it into the bilinear pass made the training images blurrier than the per-image
-        #    path's (mean gradient 0.0165 against 0.0183 on real HAM10000 at 64 px; eval images 0.0197)
+        #    defaults. Folded into the bilinear pass, it left the training images blurrier than the per-image
+        #    path's (bench/augment_sharpness.py at 64 px: 0.0168 against 0.0184; now 0.0181; eval images 0.0199)
         theta = torch.deg2rad(params.angle)
         cos, sin = torch.cos(theta), torch.sin(theta)
         rotation = torch.zeros(n, 2, 3, dtype=torch.float64)
