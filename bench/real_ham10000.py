@@ -67,9 +67,9 @@ def calibrate(config: TrainConfig, manifest: Manifest, steps: int, budget_s: flo
     """Epochs that fit ``budget_s``, from a short run of two epochs of ``steps`` steps.
 
     The training speed is the second epoch's: the first one's steps also create the kernels and allocate
-    memory, which a long run pays once, and they vary between runs (two first-epoch calibrations of the same arm
-    on one machine read 81.2 and 65.6 images/s). The validation and setup time is what the run took besides
-    training, per epoch.
+    memory, which a long run pays once, and they vary between runs (on one machine the cache arm's first-epoch
+    calibration read 81.2 images/s, and 65.6 in the next run, though its augmentation had not become slower).
+    The validation and setup time is what the run took besides training, per epoch.
     """
     with tempfile.TemporaryDirectory() as run:
         start = time.perf_counter()
